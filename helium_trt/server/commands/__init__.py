@@ -1,0 +1,1 @@
+"""Subcommands of `helium-trt`, one module each."""
