@@ -1,0 +1,208 @@
+"""The only place protobuf messages become domain objects (and back), plus workflow files.
+
+A workflow file is YAML or JSON in the protobuf JSON mapping of ``helium.v1.RunRequest``
+(``workflow`` + ``rows`` + ``options``), or of a bare ``helium.v1.Workflow``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import yaml
+from google.protobuf import json_format
+from google.protobuf.struct_pb2 import Struct
+
+from helium_trt.api.helium.v1 import service_pb2, workflow_pb2
+from helium_trt.errors import InvalidWorkflowError
+from helium_trt.plan import ops as ir
+from helium_trt.plan.graph import Plan
+
+DEFAULT_MAX_TOKENS = 128
+_ROLES = {workflow_pb2.ROLE_SYSTEM: "system", workflow_pb2.ROLE_USER: "user",
+          workflow_pb2.ROLE_ASSISTANT: "assistant", workflow_pb2.ROLE_UNSPECIFIED: "user"}
+_MODES = {workflow_pb2.LLM_MODE_UNSPECIFIED: "auto", workflow_pb2.LLM_MODE_GENERATE: "generate",
+          workflow_pb2.LLM_MODE_CHAT: "chat"}
+_MATCH = {workflow_pb2.MATCH_KIND_UNSPECIFIED: "regex", workflow_pb2.MATCH_KIND_REGEX: "regex",
+          workflow_pb2.MATCH_KIND_CHOICE: "choice"}
+_PLACEHOLDER = re.compile(r"\{\{|\}\}|\{([^{}]*)\}|[{}]")
+
+
+def parse_template(text: str, *, op_id: str, field: str, in_map: bool = False) -> ir.Template:
+    """``"Hi {name}!"`` -> ``("Hi ", Ref("name"), "!")``; ``{{``/``}}`` are literal braces."""
+    segments: list[ir.Segment] = []
+    literal: list[str] = []
+    pos = 0
+    for m in _PLACEHOLDER.finditer(text):
+        literal.append(text[pos:m.start()])
+        pos = m.end()
+        token = m.group(0)
+        if token in ("{{", "}}"):
+            literal.append(token[0])
+            continue
+        if m.group(1) is None:
+            raise InvalidWorkflowError(
+                f"unbalanced {token!r} at character {m.start()} (write {token * 2} for a "
+                "literal brace)", op_id=op_id, field=field)
+        name = m.group(1).strip()
+        if not name:
+            raise InvalidWorkflowError(f"empty placeholder at character {m.start()}",
+                                       op_id=op_id, field=field)
+        if "".join(literal):
+            segments.append("".join(literal))
+        literal = []
+        if in_map and name == "item":
+            segments.append(ir.Item())
+        elif in_map and name == "index":
+            segments.append(ir.Index())
+        else:
+            segments.append(ir.Ref(name))
+    literal.append(text[pos:])
+    if "".join(literal):
+        segments.append("".join(literal))
+    return tuple(segments)
+
+
+def plan_from_proto(workflow: workflow_pb2.Workflow, rows: tuple[dict, ...] = ()) -> Plan:
+    return Plan(tuple(op_from_proto(op, i) for i, op in enumerate(workflow.ops)),
+                workflow.name, rows)
+
+
+def op_from_proto(op: workflow_pb2.Operator, index: int = 0) -> ir.Op:
+    kind = op.WhichOneof("kind")
+    oid = op.id
+    if kind is None:
+        raise InvalidWorkflowError("operator has no kind (input, format, llm, ...)",
+                                   op_id=oid or f"#{index}", field="kind")
+    m = getattr(op, kind)
+    if kind == "input":
+        return ir.InputOp(oid, column=m.column or oid)
+    if kind == "constant":
+        return ir.ConstantOp(oid, text=m.text)
+    if kind == "format":
+        return _format_from_proto(oid, m)
+    if kind == "llm":
+        return _llm_from_proto(oid, m)
+    if kind == "concat":
+        return ir.ConcatOp(oid, parts=tuple(m.inputs), separator=m.separator)
+    if kind == "map":
+        return ir.MapOp(oid, list_id=m.list,
+                        template=parse_template(m.template, op_id=oid, field="template", in_map=True))
+    if kind == "switch_op":
+        cases = tuple(ir.SwitchCase(c.value, c.target) for c in m.cases)
+        return ir.SwitchOp(oid, input=m.input, match=_MATCH[m.match], cases=cases,
+                           default_target=m.default_target or None)
+    if kind == "loop":
+        body = tuple(op_from_proto(b, i) for i, b in enumerate(m.body))
+        return ir.LoopOp(oid, init=m.init, state=m.state, result=m.result,
+                         max_iterations=m.max_iterations, body=body,
+                         stop_regex=m.stop_regex or None)
+    if kind == "tool_call":
+        return ir.ToolCallOp(oid, name=m.name, args=tuple(sorted(m.args.items())))
+    if kind == "output":
+        return ir.OutputOp(oid, input=m.input, name=m.name or oid)
+    raise InvalidWorkflowError(f"unsupported operator kind {kind!r}", op_id=oid, field="kind")
+
+
+def _format_from_proto(oid: str, m: workflow_pb2.FormatOp) -> ir.FormatOp:
+    if m.template and m.messages:
+        raise InvalidWorkflowError("set template or messages, not both", op_id=oid,
+                                   field="messages")
+    messages = []
+    for i, msg in enumerate(m.messages):
+        if msg.history and msg.template:
+            raise InvalidWorkflowError("a message has a template or a history, not both",
+                                       op_id=oid, field=f"messages[{i}]")
+        if msg.history:
+            messages.append(ir.Message(history=msg.history))
+        else:
+            tmpl = parse_template(msg.template, op_id=oid, field=f"messages[{i}].template")
+            messages.append(ir.Message(role=_ROLES[msg.role], template=tmpl))
+    template = parse_template(m.template, op_id=oid, field="template")
+    return ir.FormatOp(oid, template=template, messages=tuple(messages))
+
+
+def _llm_from_proto(oid: str, m: workflow_pb2.LlmOp) -> ir.LlmOp:
+    c = m.config
+    config = ir.GenerationConfig(
+        max_tokens=c.max_tokens if c.max_tokens != 0 else DEFAULT_MAX_TOKENS,
+        temperature=c.temperature,
+        top_p=c.top_p if c.HasField("top_p") else 1.0,
+        top_k=c.top_k,
+        seed=c.seed if c.HasField("seed") else None,
+        stop=tuple(c.stop),
+    )
+    return ir.LlmOp(oid, prompt=m.prompt, model=m.model, config=config, mode=_MODES[m.mode],
+                    return_history=m.return_history)
+
+
+def rows_from_proto(rows) -> tuple[dict, ...]:
+    return tuple(json_format.MessageToDict(r) for r in rows)
+
+
+def rows_to_proto(rows) -> list[Struct]:
+    out = []
+    for row in rows:
+        s = Struct()
+        s.update(row)
+        out.append(s)
+    return out
+
+
+# ---- workflow files -------------------------------------------------------------------------
+
+def load_request_file(path: str | Path) -> service_pb2.RunRequest:
+    """Read a YAML/JSON workflow file into a RunRequest; errors name the line or field."""
+    data = _read_structured(Path(path))
+    if not isinstance(data, dict):
+        raise InvalidWorkflowError(f"{path}: the top level must be a mapping")
+    if "workflow" not in data and "ops" in data:
+        data = {"workflow": data}
+    try:
+        return json_format.ParseDict(data, service_pb2.RunRequest())
+    except json_format.ParseError as exc:
+        raise InvalidWorkflowError(f"{path}: {exc}") from None
+
+
+def load_rows_file(path: str | Path) -> tuple[dict, ...]:
+    """Rows as a YAML/JSON list of objects, or JSON Lines (one object per line)."""
+    p = Path(path)
+    if p.suffix == ".jsonl":
+        rows = []
+        for n, line in enumerate(_read_text(p).splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise InvalidWorkflowError(f"{p}:{n}: {exc.msg}") from None
+    else:
+        rows = _read_structured(p)
+        if isinstance(rows, dict) and "rows" in rows:
+            rows = rows["rows"]
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise InvalidWorkflowError(f"{p}: rows must be a list of objects (column -> value)")
+    return tuple(rows)
+
+
+def _read_text(p: Path) -> str:
+    try:
+        return p.read_text()
+    except OSError as exc:
+        raise InvalidWorkflowError(f"cannot read {p}: {exc.strerror}") from None
+
+
+def _read_structured(p: Path):
+    text = _read_text(p)
+    if p.suffix == ".json":
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InvalidWorkflowError(f"{p}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise InvalidWorkflowError(f"{p}{where}: {problem}") from None
