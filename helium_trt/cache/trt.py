@@ -1,0 +1,242 @@
+"""Templated radix tree (TRT): every LLM prompt of a plan as literal text and placeholders (pure).
+
+Keys are prompt templates (``plan.prompt.llm_prompt_template``): literal text compared
+character by character, placeholders (``Ref``) compared by the operator they name. A leaf is an
+LLM operator; two operators under one node share that node's prefix. A prefix is *static* when
+its path holds no placeholder: it is the same for every row and can be prefilled before any
+row runs (proactive warming). Dependency edges between leaves record which LLM calls must finish
+before another can start.
+
+Example: experts E1, E2 with prompts "SYS...{q}" and a judge "JUDGE {E1} {E2}" give
+root -> "SYS..." -> {Ref q} -> leaves E1, E2 and root -> "JUDGE " -> ... -> leaf J, with
+dependency edges E1 -> J and E2 -> J; "SYS..." is a static prefix shared by E1 and E2.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import networkx as nx
+
+from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.graph import Plan
+from helium_trt.plan.ops import LlmOp, Ref, Segment, Template
+from helium_trt.plan.prompt import llm_prompt_template
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPrefix:
+    """A prefix two or more LLM operators share; ``num_tokens`` is None without a tokenizer."""
+
+    text: str
+    consumers: tuple[str, ...]
+    num_chars: int
+    is_static: bool
+    num_tokens: int | None = None
+
+
+@dataclass(eq=False)
+class _Node:
+    edge: tuple[Segment, ...] = ()
+    children: list["_Node"] = field(default_factory=list)
+    leaves: list[str] = field(default_factory=list)
+    parent: "_Node | None" = None
+
+
+class TemplatedRadixTree:
+    """Radix tree over prompt templates. Build with ``build_trt``; read with the public API."""
+
+    def __init__(self) -> None:
+        self.root = _Node()
+        self.templates: dict[str, Template] = {}
+        self.dependencies: dict[str, tuple[str, ...]] = {}
+
+    # ---- public API --------------------------------------------------------------------------
+
+    def insert(self, op_id: str, template: Template) -> None:
+        """Add LLM operator ``op_id`` with its prompt ``template``."""
+        self.templates[op_id] = template
+        node, rest = self.root, _atoms(template)
+        while rest:
+            child = next((c for c in node.children if _first_atom(c.edge) == rest[0]), None)
+            if child is None:
+                child = _Node(edge=_join(rest), parent=node)
+                node.children.append(child)
+                node, rest = child, ()
+                break
+            child_atoms = _atoms(child.edge)
+            n = _common_len(child_atoms, rest)
+            if n < len(child_atoms):
+                child = _split(child, n)
+            node, rest = child, rest[n:]
+        node.leaves.append(op_id)
+
+    def static_prefix(self, op_id: str) -> str:
+        """Literal text of ``op_id``'s prompt before its first placeholder."""
+        out = []
+        for seg in self.templates[op_id]:
+            if not isinstance(seg, str):
+                break
+            out.append(seg)
+        return "".join(out)
+
+    def shared_prefixes(self, *, static_only: bool = True,
+                        count_tokens: Callable[[str], int] | None = None) -> list[SharedPrefix]:
+        """Branch points with >= 2 consumers, longest first.
+
+        With ``static_only`` the prefix must hold no placeholder (warmable before rows run).
+        """
+        found = []
+        for node, path in self._walk():
+            consumers = self._consumers(node)
+            if node is self.root or len(consumers) < 2:
+                continue
+            if not (len(node.children) >= 2 or node.leaves):
+                continue
+            static = all(isinstance(s, str) for s in path)
+            if static_only and not static:
+                continue
+            text = _display(path)
+            tokens = count_tokens(text) if count_tokens and static else None
+            found.append(SharedPrefix(text, tuple(consumers), len(text), static, tokens))
+        found.sort(key=lambda p: (-p.num_chars * len(p.consumers), p.text))
+        return found
+
+    def consumers_of_prefix(self, text: str) -> tuple[str, ...]:
+        """LLM operators whose prompt starts with static ``text``."""
+        return tuple(op for op, t in self.templates.items()
+                     if "".join(_static_atoms(t))[: len(text)] == text)
+
+    def render(self, width: int = 60) -> str:
+        """A text drawing of the tree, one node a line."""
+        lines = ["(root)"]
+        self._render(self.root, "", lines, width)
+        return "\n".join(lines)
+
+    def to_json(self) -> dict:
+        return {
+            "leaves": {op: _display(t) for op, t in self.templates.items()},
+            "dependencies": {k: list(v) for k, v in self.dependencies.items() if v},
+            "tree": self._node_json(self.root),
+        }
+
+    # ---- private helpers ---------------------------------------------------------------------
+
+    def _walk(self):
+        stack = [(self.root, ())]
+        while stack:
+            node, path = stack.pop()
+            yield node, path
+            for child in reversed(node.children):
+                stack.append((child, path + child.edge))
+
+    def _consumers(self, node: _Node) -> list[str]:
+        out, stack = [], [node]
+        while stack:
+            n = stack.pop()
+            out.extend(n.leaves)
+            stack.extend(n.children)
+        return sorted(out)
+
+    def _render(self, node: _Node, indent: str, lines: list[str], width: int) -> None:
+        for i, child in enumerate(node.children):
+            last = i == len(node.children) - 1
+            label = _shorten(_display(child.edge), width)
+            leaves = f"  => {', '.join(child.leaves)}" if child.leaves else ""
+            lines.append(f"{indent}{'`-- ' if last else '|-- '}{label}{leaves}")
+            self._render(child, indent + ("    " if last else "|   "), lines, width)
+
+    def _node_json(self, node: _Node) -> dict:
+        return {"edge": _display(node.edge), "leaves": list(node.leaves),
+                "children": [self._node_json(c) for c in node.children]}
+
+
+def build_trt(plan: Plan, chat_format: ChatFormat) -> TemplatedRadixTree:
+    """The TRT of every LLM operator in ``plan`` with its LLM-to-LLM dependency edges."""
+    tree = TemplatedRadixTree()
+    llm_ids = {op.id for op in plan.ops if isinstance(op, LlmOp)}
+    for op in plan.ops:
+        if isinstance(op, LlmOp):
+            tree.insert(op.id, llm_prompt_template(plan, op, chat_format))
+    tree.dependencies = _llm_dependencies(plan.graph, llm_ids)
+    return tree
+
+
+def _llm_dependencies(graph: nx.DiGraph, llm_ids: set[str]) -> dict[str, tuple[str, ...]]:
+    """For each LLM op, the nearest LLM ops upstream of it (through non-LLM operators)."""
+    deps: dict[str, tuple[str, ...]] = {}
+    for op_id in llm_ids:
+        found, stack, seen = set(), list(graph.predecessors(op_id)), set()
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u in llm_ids:
+                found.add(u)
+            else:
+                stack.extend(graph.predecessors(u))
+        deps[op_id] = tuple(sorted(found))
+    return deps
+
+
+# A template as atoms: single characters of literal text, and Refs.
+def _atoms(template) -> tuple:
+    out = []
+    for seg in template:
+        out.extend(seg) if isinstance(seg, str) else out.append(seg)
+    return tuple(out)
+
+
+def _first_atom(edge):
+    return edge[0][0] if isinstance(edge[0], str) else edge[0]
+
+
+def _static_atoms(template) -> tuple:
+    out = []
+    for seg in template:
+        if not isinstance(seg, str):
+            break
+        out.append(seg)
+    return tuple(out)
+
+
+def _join(atoms) -> tuple[Segment, ...]:
+    out: list = []
+    for a in atoms:
+        if isinstance(a, str) and out and isinstance(out[-1], str):
+            out[-1] += a
+        else:
+            out.append(a)
+    return tuple(out)
+
+
+def _common_len(a: tuple, b: tuple) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _split(child: _Node, n: int) -> _Node:
+    """Split ``child``'s edge after ``n`` atoms; returns the new middle node."""
+    atoms = _atoms(child.edge)
+    parent = child.parent
+    middle = _Node(edge=_join(atoms[:n]), parent=parent)
+    parent.children[parent.children.index(child)] = middle
+    child.edge = _join(atoms[n:])
+    child.parent = middle
+    middle.children.append(child)
+    return middle
+
+
+def _display(template) -> str:
+    return "".join(s if isinstance(s, str) else "{" + s.op_id + "}" for s in template)
+
+
+def _shorten(text: str, width: int) -> str:
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= width else text[: width // 2 - 2] + " .. " + text[-(width // 2 - 2):]
