@@ -1,0 +1,173 @@
+"""helium.v1.HeliumService over grpc.aio: request limits, status codes, health and reflection.
+
+The servicer only translates: limits and errors here, everything else in ``HeliumCore``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Protocol
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
+from helium_trt.errors import HeliumError, InvalidWorkflowError, ResourceExhaustedError
+from helium_trt.server.status import grpc_code
+
+log = logging.getLogger(__name__)
+SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["HeliumService"].full_name
+
+ToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Requests past these are refused with RESOURCE_EXHAUSTED before any work starts."""
+
+    max_rows: int = 1024
+    max_ops: int = 2048
+    max_message_bytes: int = 64 << 20
+    max_prompt_tokens: int = 32768
+
+
+class Core(Protocol):
+    """What the service needs from the runtime (helium_trt.server.core.HeliumCore)."""
+
+    def run(self, request: service_pb2.RunRequest,
+            tools: ToolCallback | None) -> AsyncIterator[service_pb2.RunEvent]: ...
+
+    async def explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse: ...
+
+    async def warm(self, request: service_pb2.WarmRequest) -> service_pb2.WarmResponse: ...
+
+    def stats(self) -> service_pb2.StatsResponse: ...
+
+
+def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
+    if not request.HasField("workflow"):
+        raise InvalidWorkflowError("the request has no workflow", field="workflow")
+    if len(request.rows) > limits.max_rows:
+        raise ResourceExhaustedError(
+            f"{len(request.rows)} rows exceed the server's limit of {limits.max_rows}")
+    num_ops = len(request.workflow.ops) + sum(
+        len(op.loop.body) * max(op.loop.max_iterations, 1)
+        for op in request.workflow.ops if op.WhichOneof("kind") == "loop")
+    if num_ops > limits.max_ops:
+        raise ResourceExhaustedError(
+            f"{num_ops} operators (loops unrolled) exceed the server's limit of {limits.max_ops}")
+
+
+class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
+    def __init__(self, core: Core, limits: ServerLimits = ServerLimits()):
+        self._core = core
+        self._limits = limits
+
+    async def Run(self, request, context):
+        try:
+            check_limits(request, self._limits)
+            async for event in self._core.run(request, None):
+                yield event
+        except HeliumError as exc:
+            await context.abort(grpc_code(exc), str(exc))
+
+    async def Session(self, request_iterator, context):
+        first = await _first_message(request_iterator, context)
+        pending: dict[str, asyncio.Future] = {}
+
+        async def answer(call: service_pb2.ToolCall) -> service_pb2.ToolResult:
+            future = asyncio.get_running_loop().create_future()
+            pending[call.call_id] = future
+            await outbound.put(service_pb2.RunEvent(tool_call=call))
+            return await future
+
+        outbound: asyncio.Queue = asyncio.Queue()
+        reader = asyncio.create_task(_route_tool_results(request_iterator, pending))
+        try:
+            check_limits(first.run, self._limits)
+            async for event in _merge(self._core.run(first.run, answer), outbound):
+                yield event
+        except HeliumError as exc:
+            await context.abort(grpc_code(exc), str(exc))
+        finally:
+            reader.cancel()
+
+    async def Explain(self, request, context):
+        try:
+            check_limits(request.request, self._limits)
+            return await self._core.explain(request)
+        except HeliumError as exc:
+            await context.abort(grpc_code(exc), str(exc))
+
+    async def Warm(self, request, context):
+        try:
+            check_limits(service_pb2.RunRequest(workflow=request.workflow), self._limits)
+            return await self._core.warm(request)
+        except HeliumError as exc:
+            await context.abort(grpc_code(exc), str(exc))
+
+    async def Stats(self, request, context):
+        return self._core.stats()
+
+
+async def _first_message(request_iterator, context) -> service_pb2.SessionMessage:
+    async for message in request_iterator:
+        if message.WhichOneof("message") != "run":
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "field 'run': the first Session message must carry the RunRequest")
+        return message
+    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the Session stream carried no message")
+
+
+async def _route_tool_results(request_iterator, pending: dict[str, asyncio.Future]) -> None:
+    async for message in request_iterator:
+        if message.WhichOneof("message") != "tool_result":
+            continue
+        future = pending.pop(message.tool_result.call_id, None)
+        if future is not None and not future.done():
+            future.set_result(message.tool_result)
+
+
+async def _merge(events: AsyncIterator, side: asyncio.Queue) -> AsyncIterator:
+    """Events from the run interleaved with tool calls queued while it waits on the client."""
+    done = object()
+
+    async def pump():
+        try:
+            async for event in events:
+                await side.put(event)
+        finally:
+            await side.put(done)
+
+    task = asyncio.create_task(pump())
+    try:
+        while (item := await side.get()) is not done:
+            yield item
+        await task  # re-raise the run's exception, if any
+    finally:
+        task.cancel()
+
+
+async def start_server(core: Core, address: str = "127.0.0.1:50051",
+                       limits: ServerLimits = ServerLimits()) -> tuple[grpc.aio.Server, int]:
+    """Start the service with health and reflection; returns the server and its bound port."""
+    options = [("grpc.max_receive_message_length", limits.max_message_bytes),
+               ("grpc.max_send_message_length", limits.max_message_bytes)]
+    server = grpc.aio.server(options=options)
+    service_pb2_grpc.add_HeliumServiceServicer_to_server(HeliumServicer(core, limits), server)
+    health = HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    reflection.enable_server_reflection(
+        (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
+         reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot bind {address}")
+    await server.start()
+    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    return server, port
