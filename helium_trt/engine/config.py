@@ -1,0 +1,38 @@
+"""Configuration of the embedded engine, and where its default model lives."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+MODEL_DIR_ENV = "HELIUM_MODEL_DIR"
+
+
+def default_model_dir() -> Path:
+    """``$HELIUM_MODEL_DIR`` if set, else ./models/SmolLM2-135M-Instruct under the cwd."""
+    return Path(os.environ.get(MODEL_DIR_ENV) or Path("models") / DEFAULT_MODEL_NAME)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """How to build an EmbeddedEngine.
+
+    ``num_blocks`` None sizes the KV pool from ``kv_cache_mb``. ``max_model_len`` None uses the
+    model's max_position_embeddings. ``num_threads`` None keeps torch's setting (one per core).
+    ``dtype`` is "float32" or "bfloat16".
+    """
+
+    model_dir: str | None = None
+    block_size: int = 16
+    num_blocks: int | None = None
+    kv_cache_mb: int = 512
+    max_num_seqs: int = 64
+    max_num_batched_tokens: int = 512
+    max_model_len: int | None = None
+    num_threads: int | None = None
+    dtype: str = "float32"
+
+    def resolved_model_dir(self) -> Path:
+        return Path(self.model_dir) if self.model_dir is not None else default_model_dir()

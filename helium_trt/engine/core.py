@@ -1,0 +1,151 @@
+"""Synchronous engine core: schedule -> run -> postprocess, one step at a time.
+
+Owns the sequences, the scheduler, the KV manager and the model runner. Thread-safe through
+``lock``: the lock is held while scheduling and postprocessing but not during the forward pass,
+so requests can be added, cancelled and cache state queried while the model computes.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+
+from helium_trt.engine.base import EngineRequest, RequestResult, TokenDelta, Tokenizer
+from helium_trt.engine.kv_manager import KVManager
+from helium_trt.engine.output_text import OutputText
+from helium_trt.engine.runner import ModelRunner, StepResult
+from helium_trt.engine.scheduler import Scheduler, SchedulerOutput
+from helium_trt.engine.sequence import Sequence, SeqStatus
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class CoreLimits:
+    max_model_len: int
+    eos_token_ids: tuple[int, ...]
+
+
+Event = TokenDelta | RequestResult
+
+
+class EngineCore:
+    def __init__(self, scheduler: Scheduler, runner: ModelRunner, tokenizer: Tokenizer, limits: CoreLimits):
+        self.scheduler = scheduler
+        self.kv: KVManager = scheduler.kv
+        self.runner = runner
+        self.tokenizer = tokenizer
+        self.limits = limits
+        # Re-entrant: the asyncio side delivers events while still holding it in a few places.
+        self.lock = threading.RLock()
+        self._seqs: dict[str, Sequence] = {}
+        self._texts: dict[str, OutputText] = {}
+        self._num_arrivals = 0
+
+    # ---- called with ``lock`` held -------------------------------------------------------------
+
+    def has_request(self, request_id: str) -> bool:
+        return request_id in self._seqs
+
+    def has_work(self) -> bool:
+        return self.scheduler.has_work()
+
+    def add(self, request: EngineRequest) -> None:
+        seq = Sequence.from_request(request, self._num_arrivals)
+        self._num_arrivals += 1
+        self._seqs[request.request_id] = seq
+        self._texts[request.request_id] = OutputText(self.tokenizer, request.sampling.stop_strings)
+        self.scheduler.add(seq)
+
+    def cancel(self, request_id: str) -> RequestResult | None:
+        seq = self._seqs.get(request_id)
+        if seq is None:
+            return None
+        return self._finish(seq, "cancelled")
+
+    def fail_all(self, message: str) -> list[Event]:
+        return [self._finish(seq, "error", message) for seq in list(self._seqs.values())]
+
+    # ---- the step ------------------------------------------------------------------------------
+
+    def step(self) -> list[Event]:
+        """One scheduling step and forward pass; returns the events to deliver."""
+        with self.lock:
+            sched = self.scheduler.schedule(time.monotonic())
+            if sched.is_empty:
+                return []
+        try:
+            result = self.runner.run(sched)
+        except Exception as exc:  # keep serving others: fail only this step's requests
+            log.exception("engine step failed")
+            with self.lock:
+                return self._fail_step(sched, f"engine step failed: {exc}")
+        with self.lock:
+            return self._postprocess(sched, result, time.monotonic())
+
+    def _postprocess(self, sched: SchedulerOutput, result: StepResult, now: float) -> list[Event]:
+        events: list[Event] = []
+        for seq in sched.finished_on_admission:
+            events.append(self._finish(seq, "length"))
+        for chunk in sched.prefills:
+            seq = chunk.seq
+            if seq.status is not SeqStatus.RUNNING:
+                continue  # cancelled while the step ran
+            completes = chunk.completes_prompt
+            seq.num_computed_tokens += chunk.num_tokens
+            if completes and seq.is_warm_only:
+                self.kv.cache_full_blocks(seq, now)
+                events.append(self._finish(seq, "length"))
+            elif completes:
+                events.extend(self._append_token(seq, result.sampled[id(seq)], now))
+            else:
+                self.kv.cache_full_blocks(seq, now)
+        for seq in sched.decodes:
+            if seq.status is SeqStatus.RUNNING:
+                seq.num_computed_tokens += 1
+                events.extend(self._append_token(seq, result.sampled[id(seq)], now))
+        return events
+
+    def _append_token(self, seq: Sequence, token_id: int, now: float) -> list[Event]:
+        seq.token_ids.append(token_id)
+        self.kv.cache_full_blocks(seq, now)
+        sampling = seq.request.sampling
+        text = self._texts[seq.request_id]
+        update = text.update(seq.output_token_ids)
+        events: list[Event] = [TokenDelta(seq.request_id, (token_id,), update.delta)]
+        reason = None
+        if token_id in sampling.stop_token_ids or (
+                not sampling.ignore_eos and token_id in self.limits.eos_token_ids):
+            reason = "stop"
+        elif update.stopped:
+            reason = "stop"
+        elif seq.num_output_tokens >= sampling.max_tokens or len(seq.token_ids) >= self.limits.max_model_len:
+            reason = "length"
+        if reason is not None:
+            flushed = text.flush()
+            if flushed:
+                events.append(TokenDelta(seq.request_id, (), flushed))
+            events.append(self._finish(seq, reason))
+        return events
+
+    def _finish(self, seq: Sequence, reason: str, error: str | None = None) -> RequestResult:
+        self.scheduler.remove(seq)
+        self._seqs.pop(seq.request_id, None)
+        text = self._texts.pop(seq.request_id)
+        num_cached = seq.num_cached_tokens or 0
+        return RequestResult(
+            request_id=seq.request_id,
+            output_token_ids=tuple(seq.output_token_ids),
+            text=text.text,
+            num_prompt_tokens=seq.num_prompt_tokens,
+            num_cached_tokens=num_cached,
+            num_computed_tokens=seq.num_prompt_tokens - num_cached,
+            finish_reason=reason,
+            error=error,
+        )
+
+    def _fail_step(self, sched: SchedulerOutput, message: str) -> list[Event]:
+        seqs = [chunk.seq for chunk in sched.prefills] + sched.decodes
+        return [self._finish(seq, "error", message) for seq in seqs if seq.status is SeqStatus.RUNNING]

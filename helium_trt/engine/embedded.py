@@ -1,0 +1,188 @@
+"""EmbeddedEngine: the Engine protocol over an in-process CPU model, for asyncio callers.
+
+A background thread runs engine steps (torch releases the GIL inside its kernels); results are
+handed to each caller's event loop with ``call_soon_threadsafe``, one call per loop per step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import AsyncIterator, Sequence as Seq
+
+import torch
+
+from helium_trt.engine.base import (
+    EngineInfo,
+    EngineRequest,
+    RequestResult,
+    RetentionRange,
+    SamplingConfig,
+    TokenDelta,
+    WarmResult,
+)
+from helium_trt.engine.config import EngineConfig
+from helium_trt.engine.core import CoreLimits, EngineCore, Event
+from helium_trt.engine.kv_manager import KVManager
+from helium_trt.engine.loader import load_model
+from helium_trt.engine.runner import ModelRunner
+from helium_trt.engine.scheduler import Scheduler, SchedulerConfig
+from helium_trt.engine.tokenizer import HFTokenizer
+from helium_trt.engine.validation import validate_request
+from helium_trt.errors import EngineUnavailableError, InvalidRequestError
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+
+@dataclass(slots=True)
+class _Stream:
+    loop: asyncio.AbstractEventLoop
+    queue: asyncio.Queue
+
+
+class EmbeddedEngine:
+    """Continuous-batching CPU engine with paged KV, prefix reuse and retention priorities.
+
+    Build with ``EmbeddedEngine(EngineConfig(model_dir=...))``; ``close()`` stops its thread.
+    """
+
+    def __init__(self, config: EngineConfig = EngineConfig()):
+        if config.dtype not in _DTYPES:
+            raise InvalidRequestError(f"dtype {config.dtype!r} is not one of {sorted(_DTYPES)}")
+        if config.num_threads is not None:
+            torch.set_num_threads(config.num_threads)
+        model_dir = config.resolved_model_dir()
+        self.config = config
+        self.model = load_model(model_dir, _DTYPES[config.dtype])
+        mc = self.model.config
+        self.tokenizer = HFTokenizer.from_dir(model_dir, mc.eos_token_ids)
+        num_blocks = config.num_blocks or _blocks_for_budget(config, self.model)
+        max_model_len = min(config.max_model_len or mc.max_position_embeddings, mc.max_position_embeddings)
+        self.info = EngineInfo(
+            model_name=model_dir.name, block_size=config.block_size, num_blocks=num_blocks,
+            max_model_len=max_model_len, vocab_size=mc.vocab_size,
+            eos_token_ids=self.tokenizer.eos_token_ids,
+        )
+        kv = KVManager(num_blocks, config.block_size)
+        scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), kv)
+        runner = ModelRunner(self.model, num_blocks, config.block_size)
+        self._core = EngineCore(scheduler, runner, self.tokenizer,
+                                CoreLimits(max_model_len, self.tokenizer.eos_token_ids))
+        self._streams: dict[str, _Stream] = {}
+        self._wakeup = threading.Condition(self._core.lock)
+        self._closing = False
+        self._warm_ids = itertools.count()
+        self._thread = threading.Thread(target=self._run_loop, name="helium-engine", daemon=True)
+        self._thread.start()
+
+    # ---- Engine protocol -----------------------------------------------------------------------
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        """Validate now (raising InvalidRequestError), then stream once iterated."""
+        validate_request(request, self.info, self.model.config.vocab_size)
+        return self._stream(request)
+
+    async def warm(self, prompt_token_ids: Seq[int],
+                   retention_ranges: Seq[RetentionRange] = ()) -> WarmResult:
+        request = EngineRequest(
+            request_id=f"__warm-{next(self._warm_ids)}", prompt_token_ids=tuple(prompt_token_ids),
+            sampling=SamplingConfig(max_tokens=0), retention_ranges=tuple(retention_ranges),
+        )
+        result = None
+        async for item in self.generate(request):
+            result = item
+        assert isinstance(result, RequestResult)
+        if result.finish_reason == "error":
+            raise EngineUnavailableError(f"warm-up failed: {result.error}")
+        return WarmResult(result.num_prompt_tokens, result.num_cached_tokens, result.num_computed_tokens)
+
+    async def cancel(self, request_id: str) -> None:
+        self._cancel_now(request_id)
+
+    def num_resident_tokens(self, token_ids: Seq[int]) -> int:
+        with self._wakeup:
+            return self._core.kv.num_resident_tokens(list(token_ids))
+
+    def num_free_blocks(self) -> int:
+        """Blocks obtainable without touching a running request (free + evictable cached)."""
+        with self._wakeup:
+            return self._core.kv.num_obtainable_blocks()
+
+    def num_held_blocks(self) -> int:
+        """Blocks referenced by requests (not only by the prefix cache)."""
+        return self.info.num_blocks - self.num_free_blocks()
+
+    async def close(self) -> None:
+        with self._wakeup:
+            self._closing = True
+            self._wakeup.notify()
+        await asyncio.to_thread(self._thread.join)
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    async def _stream(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
+        rid = request.request_id
+        with self._wakeup:
+            if self._closing:
+                raise EngineUnavailableError("engine is closed")
+            if self._core.has_request(rid):
+                raise InvalidRequestError(f"request {rid!r} is already running")
+            self._streams[rid] = stream
+            self._core.add(request)
+            self._wakeup.notify()
+        done = False
+        try:
+            while not done:
+                item = await stream.queue.get()
+                done = isinstance(item, RequestResult)
+                yield item
+        finally:
+            if not done:  # the caller stopped listening: free the request's blocks
+                self._cancel_now(rid)
+
+    def _cancel_now(self, request_id: str) -> None:
+        with self._wakeup:
+            result = self._core.cancel(request_id)
+            if result is not None:
+                self._deliver([result])
+
+    def _run_loop(self) -> None:
+        with torch.inference_mode():
+            while True:
+                with self._wakeup:
+                    while not self._closing and not self._core.has_work():
+                        self._wakeup.wait()
+                    if self._closing:
+                        events = self._core.fail_all("engine closed")
+                        self._deliver(events)
+                        return
+                self._deliver(self._core.step())
+
+    def _deliver(self, events: list[Event]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Event]]] = defaultdict(list)
+        with self._wakeup:
+            for event in events:
+                if isinstance(event, RequestResult):
+                    stream = self._streams.pop(event.request_id, None)
+                else:
+                    stream = self._streams.get(event.request_id)
+                if stream is not None:
+                    by_loop[stream.loop].append((stream.queue, event))
+        for loop, items in by_loop.items():
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(_put_all, items)
+
+
+def _put_all(items: list[tuple[asyncio.Queue, Event]]) -> None:
+    for queue, event in items:
+        queue.put_nowait(event)
+
+
+def _blocks_for_budget(config: EngineConfig, model) -> int:
+    c = model.config
+    bytes_per_token = c.num_layers * 2 * c.num_kv_heads * c.head_dim * model.dtype.itemsize
+    return max(1, config.kv_cache_mb * 2**20 // (bytes_per_token * config.block_size))

@@ -1,0 +1,121 @@
+"""Sequences' view of the paged KV cache: admission with prefix reuse, growth, caching, release.
+
+Joins the pure block pool and token radix tree to sequences; imports no torch. Every block a
+sequence holds is one pool reference; full computed blocks are handed to the tree (which takes
+its own reference) as soon as they fill, so later requests reuse them, also while this one runs.
+"""
+
+from __future__ import annotations
+
+from helium_trt.cache.block_pool import BlockPool
+from helium_trt.cache.token_radix import BlockRetention, TokenRadixTree
+from helium_trt.engine.sequence import Sequence
+
+
+class KVManager:
+    def __init__(self, num_blocks: int, block_size: int):
+        self.block_size = block_size
+        self.pool = BlockPool(num_blocks)
+        self.tree = TokenRadixTree(self.pool, block_size)
+
+    # ---- queries ---------------------------------------------------------------------------
+
+    def num_blocks_for(self, num_tokens: int) -> int:
+        return -(-num_tokens // self.block_size)
+
+    def num_obtainable_blocks(self) -> int:
+        """Free blocks plus cached blocks nobody but the tree holds (evictable on demand)."""
+        return self.pool.num_free + self.tree.num_evictable()
+
+    def num_resident_tokens(self, token_ids: list[int] | tuple[int, ...]) -> int:
+        return self.tree.match_prefix(token_ids).num_block_tokens
+
+    # ---- sequence lifecycle ------------------------------------------------------------------
+
+    def try_admit(self, seq: Sequence, now: float) -> bool:
+        """Reuse the cached prefix and allocate blocks for all of ``seq``'s current tokens."""
+        tokens = seq.token_ids
+        match = self.tree.match_prefix(tokens)
+        matched = list(match.block_ids)
+        # A request that samples needs the logits of its last token, so it computes at least it.
+        if not seq.is_warm_only and len(matched) * self.block_size >= len(tokens):
+            matched.pop()
+        num_new = self.num_blocks_for(len(tokens)) - len(matched)
+        # Matched blocks that only the tree holds stop being evictable once we reference them.
+        num_pinned = sum(1 for b in matched if self.pool.ref_count(b) == 1)
+        if num_new + num_pinned > self.num_obtainable_blocks():
+            return False
+        self.pool.incref(matched)
+        num_matched_tokens = len(matched) * self.block_size
+        self.tree.insert(tokens[:num_matched_tokens], matched, now, self._retentions(seq, 0, len(matched), now))
+        seq.block_table = matched + self._allocate(num_new, now)
+        seq.num_computed_tokens = num_matched_tokens
+        seq.num_inserted_blocks = len(matched)
+        if seq.num_cached_tokens is None:
+            seq.num_cached_tokens = num_matched_tokens
+        return True
+
+    def try_grow(self, seq: Sequence, now: float) -> bool:
+        """Make room for every token of ``seq`` (one more block at most in decode)."""
+        num_needed = self.num_blocks_for(len(seq.token_ids)) - len(seq.block_table)
+        if num_needed <= 0:
+            return True
+        if num_needed > self.num_obtainable_blocks():
+            return False
+        seq.block_table.extend(self._allocate(num_needed, now))
+        return True
+
+    def cache_full_blocks(self, seq: Sequence, now: float) -> None:
+        """Put newly completed blocks of ``seq`` into the tree, switching to the tree's copies."""
+        num_full = seq.num_computed_tokens // self.block_size
+        start = seq.num_inserted_blocks
+        if num_full <= start:
+            return
+        tokens = seq.token_ids[:num_full * self.block_size]
+        # The tree walks from the root; blocks below ``start`` are already there and unchanged.
+        retentions = [None] * start + self._retentions(seq, start, num_full, now)
+        tree_ids = self.tree.insert(tokens, seq.block_table[:num_full], now, retentions)
+        for index in range(start, num_full):
+            if tree_ids[index] != seq.block_table[index]:
+                self.pool.incref([tree_ids[index]])
+                self.pool.decref([seq.block_table[index]])
+                seq.block_table[index] = tree_ids[index]
+        seq.num_inserted_blocks = num_full
+
+    def release(self, seq: Sequence) -> None:
+        """Drop ``seq``'s references; cached blocks stay in the tree until evicted."""
+        self.pool.decref(seq.block_table)
+        seq.block_table = []
+        seq.num_computed_tokens = 0
+        seq.num_inserted_blocks = 0
+
+    # ---- private helpers ---------------------------------------------------------------------
+
+    def _allocate(self, num_blocks: int, now: float) -> list[int]:
+        shortfall = num_blocks - self.pool.num_free
+        if shortfall > 0:
+            self.tree.evict(shortfall, now)
+        return self.pool.allocate(num_blocks)
+
+    def _retentions(self, seq: Sequence, first: int, last: int, now: float) -> list[BlockRetention | None]:
+        """Explicit retention for blocks [first, last): the prompt range covering the block
+        (the last listed range wins), else the decode retention for blocks past the prompt."""
+        request = seq.request
+        result: list[BlockRetention | None] = []
+        for index in range(first, last):
+            start, end = index * self.block_size, (index + 1) * self.block_size
+            retention = None
+            for rng in request.retention_ranges:
+                range_end = seq.num_prompt_tokens if rng.end is None else rng.end
+                if rng.start < end and start < range_end:
+                    retention = _retention(rng.priority, rng.duration_ms, now)
+            if retention is None and end > seq.num_prompt_tokens and request.decode_retention_priority is not None:
+                retention = _retention(request.decode_retention_priority,
+                                       request.decode_retention_duration_ms, now)
+            result.append(retention)
+        return result
+
+
+def _retention(priority: int, duration_ms: int | None, now: float) -> BlockRetention:
+    expires_at = None if duration_ms is None else now + duration_ms / 1000.0
+    return BlockRetention(priority, expires_at)

@@ -1,0 +1,164 @@
+"""Llama-family decoder (RMSNorm, RoPE, grouped-query attention, SwiGLU) over a paged KV pool.
+
+The model is plain tensors and functions rather than nn.Modules: a forward step is a flat batch
+of tokens from many sequences (prefill chunks and decode tokens mixed), the projections run once
+over all of them, and only attention looks at per-sequence structure (``AttentionBatch``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from helium_trt.engine.model_config import ModelConfig
+
+
+@dataclass(slots=True)
+class PrefillSegment:
+    """One sequence's prefill chunk: tokens ``[start, end)`` of the flat batch.
+
+    ``context_slots`` are the KV slots of every token the chunk attends to (cached prefix and the
+    chunk itself, in position order); ``mask`` is None when the chunk is the whole context (plain
+    causal attention), else a bool [chunk, context] mask (True = attend).
+    """
+
+    start: int
+    end: int
+    context_slots: torch.Tensor
+    mask: torch.Tensor | None
+
+
+@dataclass(slots=True)
+class DecodeGroup:
+    """Decode tokens ``[start, start + B)`` of the flat batch, one per sequence.
+
+    ``context_slots`` is [B, L] (padded), ``mask`` is bool [B, 1, 1, L] (True = attend).
+    """
+
+    start: int
+    context_slots: torch.Tensor
+    mask: torch.Tensor
+
+
+@dataclass(slots=True)
+class AttentionBatch:
+    """How the flat token batch maps onto sequences and KV slots for one forward step."""
+
+    slot_mapping: torch.Tensor
+    prefills: list[PrefillSegment]
+    decode: DecodeGroup | None
+
+
+@dataclass(slots=True)
+class LayerWeights:
+    input_norm: torch.Tensor
+    qkv: torch.Tensor
+    qkv_bias: torch.Tensor | None
+    o_proj: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor
+    down: torch.Tensor
+
+
+class LlamaModel:
+    """Weights plus the forward pass. KV lives in ``kv_cache``: [layers, 2, slots, kv_heads, dim]."""
+
+    def __init__(self, config: ModelConfig, embed: torch.Tensor, layers: list[LayerWeights],
+                 final_norm: torch.Tensor, lm_head: torch.Tensor):
+        self.config = config
+        self.embed = embed
+        self.layers = layers
+        self.final_norm = final_norm
+        self.lm_head = lm_head
+        self.dtype = embed.dtype
+        self._q_size = config.num_heads * config.head_dim
+        self._kv_size = config.num_kv_heads * config.head_dim
+        self.cos, self.sin = _rope_tables(config, self.dtype)
+
+    def allocate_kv_cache(self, num_slots: int) -> torch.Tensor:
+        c = self.config
+        shape = (c.num_layers, 2, num_slots, c.num_kv_heads, c.head_dim)
+        return torch.zeros(shape, dtype=self.dtype)
+
+    def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
+                kv_cache: torch.Tensor) -> torch.Tensor:
+        """Hidden states [N, hidden] after the final norm, for the flat batch of N tokens."""
+        c = self.config
+        hidden = F.embedding(input_ids, self.embed)
+        cos, sin = self.cos[positions], self.sin[positions]
+        eps = c.rms_norm_eps
+        for index, layer in enumerate(self.layers):
+            normed = F.rms_norm(hidden, (c.hidden_size,), layer.input_norm, eps)
+            qkv = F.linear(normed, layer.qkv, layer.qkv_bias)
+            attn = self._attention(qkv, cos, sin, batch, kv_cache[index])
+            hidden = hidden + F.linear(attn, layer.o_proj)
+            normed = F.rms_norm(hidden, (c.hidden_size,), layer.post_norm, eps)
+            gate, up = F.linear(normed, layer.gate_up).chunk(2, dim=-1)
+            hidden = hidden + F.linear(F.silu(gate) * up, layer.down)
+        return F.rms_norm(hidden, (c.hidden_size,), self.final_norm, eps)
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return F.linear(hidden, self.lm_head).float()
+
+    def _attention(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                   batch: AttentionBatch, layer_kv: torch.Tensor) -> torch.Tensor:
+        c = self.config
+        num_tokens = qkv.shape[0]
+        q, k, v = qkv.split([self._q_size, self._kv_size, self._kv_size], dim=-1)
+        q = _apply_rope(q.view(num_tokens, c.num_heads, c.head_dim), cos, sin)
+        k = _apply_rope(k.view(num_tokens, c.num_kv_heads, c.head_dim), cos, sin)
+        k_cache, v_cache = layer_kv[0], layer_kv[1]
+        k_cache.index_copy_(0, batch.slot_mapping, k)
+        v_cache.index_copy_(0, batch.slot_mapping, v.view(num_tokens, c.num_kv_heads, c.head_dim))
+        out = torch.empty(num_tokens, c.num_heads, c.head_dim, dtype=q.dtype)
+        for seg in batch.prefills:
+            out[seg.start:seg.end] = self._prefill_attention(q[seg.start:seg.end], seg, k_cache, v_cache)
+        if batch.decode is not None:
+            group = batch.decode
+            num_seqs = group.context_slots.shape[0]
+            out[group.start:group.start + num_seqs] = self._decode_attention(
+                q[group.start:group.start + num_seqs], group, k_cache, v_cache)
+        return out.view(num_tokens, self._q_size)
+
+    def _prefill_attention(self, q: torch.Tensor, seg: PrefillSegment, k_cache: torch.Tensor,
+                           v_cache: torch.Tensor) -> torch.Tensor:
+        k = k_cache.index_select(0, seg.context_slots).transpose(0, 1).unsqueeze(0)
+        v = v_cache.index_select(0, seg.context_slots).transpose(0, 1).unsqueeze(0)
+        q = q.transpose(0, 1).unsqueeze(0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=seg.mask, is_causal=seg.mask is None, enable_gqa=True)
+        return out[0].transpose(0, 1)
+
+    def _decode_attention(self, q: torch.Tensor, group: DecodeGroup, k_cache: torch.Tensor,
+                          v_cache: torch.Tensor) -> torch.Tensor:
+        # NOTE: the query heads sharing one KV head become the "query rows" of that head, so
+        # grouped-query attention needs no copy of K/V per query head.
+        c = self.config
+        num_seqs, context_len = group.context_slots.shape
+        flat = group.context_slots.view(-1)
+        k = k_cache.index_select(0, flat).view(num_seqs, context_len, c.num_kv_heads, c.head_dim)
+        v = v_cache.index_select(0, flat).view(num_seqs, context_len, c.num_kv_heads, c.head_dim)
+        group_size = c.num_heads // c.num_kv_heads
+        q = q.view(num_seqs, c.num_kv_heads, group_size, c.head_dim)
+        out = F.scaled_dot_product_attention(
+            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=group.mask)
+        return out.reshape(num_seqs, c.num_heads, c.head_dim)
+
+
+def _rope_tables(config: ModelConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    dim = config.head_dim
+    # Computed in float32 exactly as transformers does, so logits match the reference closely.
+    inv_freq = 1.0 / (config.rope_theta ** (torch.arange(0, dim, 2, dtype=torch.int64).float() / dim))
+    positions = torch.arange(config.max_position_embeddings, dtype=torch.float32)
+    freqs = torch.outer(positions, inv_freq)
+    angles = torch.cat([freqs, freqs], dim=-1)
+    return angles.cos().to(dtype), angles.sin().to(dtype)
+
+
+def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate-half RoPE (the Hugging Face Llama convention); x is [N, heads, dim]."""
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)

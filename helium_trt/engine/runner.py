@@ -1,0 +1,100 @@
+"""Model runner: turns a SchedulerOutput into tensors, runs one forward step, samples tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from helium_trt.engine.model import AttentionBatch, DecodeGroup, LlamaModel, PrefillSegment
+from helium_trt.engine.sampler import make_generator, sample
+from helium_trt.engine.scheduler import SchedulerOutput
+from helium_trt.engine.sequence import Sequence
+
+
+@dataclass(frozen=True, slots=True)
+class StepResult:
+    """Sampled next token per sequence that produced logits this step."""
+
+    sampled: dict[int, int]  # id(seq) -> token id
+
+
+class ModelRunner:
+    def __init__(self, model: LlamaModel, num_blocks: int, block_size: int):
+        self.model = model
+        self.block_size = block_size
+        self.kv_cache = model.allocate_kv_cache(num_blocks * block_size)
+        self._slot_offsets = torch.arange(block_size)
+
+    @torch.inference_mode()
+    def run(self, sched: SchedulerOutput) -> StepResult:
+        input_ids, positions, batch, sample_rows, sample_seqs = self._prepare(sched)
+        hidden = self.model.forward(input_ids, positions, batch, self.kv_cache)
+        if not sample_seqs:
+            return StepResult({})
+        logits = self.model.logits(hidden[sample_rows])
+        configs = [seq.request.sampling for seq in sample_seqs]
+        generators = [self._generator(seq) for seq in sample_seqs]
+        token_ids = sample(logits, configs, generators)
+        return StepResult({id(seq): token for seq, token in zip(sample_seqs, token_ids)})
+
+    def _generator(self, seq: Sequence) -> torch.Generator | None:
+        if seq.sampler_state is None and seq.request.sampling.temperature > 0.0:
+            seq.sampler_state = make_generator(seq.request.sampling)
+        return seq.sampler_state  # type: ignore[return-value]
+
+    def _prepare(self, sched: SchedulerOutput):
+        ids: list[int] = []
+        pos: list[int] = []
+        slots: list[torch.Tensor] = []
+        prefills: list[PrefillSegment] = []
+        sample_rows: list[int] = []
+        sample_seqs: list[Sequence] = []
+        for chunk in sched.prefills:
+            seq, start = chunk.seq, chunk.seq.num_computed_tokens
+            end = start + chunk.num_tokens
+            row = len(ids)
+            ids.extend(seq.token_ids[start:end])
+            pos.extend(range(start, end))
+            context = self._slots(seq.block_table, end)
+            slots.append(context[start:end])
+            prefills.append(PrefillSegment(row, row + chunk.num_tokens, context, _chunk_mask(start, end)))
+            if chunk.completes_prompt and not seq.is_warm_only:
+                sample_rows.append(row + chunk.num_tokens - 1)
+                sample_seqs.append(seq)
+        decode = None
+        if sched.decodes:
+            decode, decode_slots = self._decode_group(sched.decodes, len(ids))
+            for seq in sched.decodes:
+                sample_rows.append(len(ids))
+                sample_seqs.append(seq)
+                ids.append(seq.token_ids[-1])
+                pos.append(len(seq.token_ids) - 1)
+            slots.append(decode_slots)
+        batch = AttentionBatch(torch.cat(slots), prefills, decode)
+        return torch.tensor(ids), torch.tensor(pos), batch, torch.tensor(sample_rows), sample_seqs
+
+    def _slots(self, block_table: list[int], num_tokens: int) -> torch.Tensor:
+        num_blocks = -(-num_tokens // self.block_size)
+        blocks = torch.tensor(block_table[:num_blocks])
+        return (blocks.unsqueeze(1) * self.block_size + self._slot_offsets).view(-1)[:num_tokens]
+
+    def _decode_group(self, seqs: list[Sequence], start: int) -> tuple[DecodeGroup, torch.Tensor]:
+        lengths = [len(seq.token_ids) for seq in seqs]
+        max_len = max(lengths)
+        num_blocks = -(-max_len // self.block_size)
+        table = torch.tensor([seq.block_table[:num_blocks] + [0] * (num_blocks - len(seq.block_table[:num_blocks]))
+                              for seq in seqs])
+        context = (table.unsqueeze(2) * self.block_size + self._slot_offsets).view(len(seqs), -1)[:, :max_len]
+        length_tensor = torch.tensor(lengths)
+        mask = torch.arange(max_len).unsqueeze(0) < length_tensor.unsqueeze(1)
+        new_slots = context.gather(1, (length_tensor - 1).unsqueeze(1)).view(-1)
+        return DecodeGroup(start, context.contiguous(), mask.view(len(seqs), 1, 1, max_len)), new_slots
+
+
+def _chunk_mask(start: int, end: int) -> torch.Tensor | None:
+    """Causal mask for queries at positions [start, end) over keys [0, end); None if start == 0."""
+    if start == 0:
+        return None
+    query_pos = torch.arange(start, end).unsqueeze(1)
+    return torch.arange(end).unsqueeze(0) <= query_pos
