@@ -43,3 +43,7 @@ class EngineUnavailableError(HeliumError):
 
 class RequestCancelledError(HeliumError):
     """The request was cancelled by the client (CANCELLED)."""
+
+
+class OptimizerError(HeliumError):
+    """An optimizer rule produced an invalid plan: a bug in the rule, not the workflow (INTERNAL)."""

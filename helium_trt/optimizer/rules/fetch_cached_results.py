@@ -1,0 +1,71 @@
+"""Rule fetch_cached_results: answer LLM calls from the prompt-result cache at plan time."""
+
+from __future__ import annotations
+
+from helium_trt.optimizer.base import OptimizeContext, PromptResultCache
+from helium_trt.optimizer.plan_values import RowValues
+from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.graph import Plan
+from helium_trt.plan.ops import CacheFetchOp, LlmOp, Ref
+from helium_trt.plan.prompt import llm_prompt_template
+
+
+class FetchCachedResults:
+    """A deterministic LLM call whose prompt text is computable now for a row (it depends only
+    on inputs, constants, formats and concats) is looked up in ``ctx.prompt_cache`` under the
+    exact text the engine would see. Hits become a ``CacheFetchOp``: every row hit -> no
+    fallback (the call disappears, and its prompt operators become dead); some rows hit ->
+    the original op stays as the fallback for the missing rows (the batch is split).
+
+    NOTE: calls with ``return_history`` are skipped: their value is a conversation, the cache
+    holds reply text.
+
+    Example: rows ``[{q: "2+2?"}, {q: "3+3?"}]``, ``a = llm(format("Q: {q}"))`` and a cache
+    holding only "Q: 2+2?" -> "4" gives ``a = cache_fetch(hits={0: "4"}, fallback=llm(..))``.
+    """
+
+    name = "fetch_cached_results"
+
+    def apply(self, plan: Plan, ctx: OptimizeContext) -> Plan:
+        cache = ctx.prompt_cache
+        if cache is None or not plan.rows:
+            return plan
+        rows = [RowValues(plan, row, ctx.chat_format) for row in plan.rows]
+        fetched = {}
+        for op in plan.ops:
+            if isinstance(op, LlmOp) and op.config.is_deterministic and not op.return_history:
+                hits = _lookup_rows(plan, op, rows, cache, ctx.chat_format)
+                if hits:
+                    fallback = None if len(hits) == len(rows) else op
+                    fetched[op.id] = CacheFetchOp(op.id, hits=hits, fallback=fallback)
+        if not fetched:
+            return plan
+        return plan.replace_ops(fetched.get(op.id, op) for op in plan.ops)
+
+
+def _lookup_rows(plan: Plan, op: LlmOp, rows: list[RowValues], cache: PromptResultCache,
+                 fmt: ChatFormat) -> tuple[tuple[int, str], ...]:
+    template = llm_prompt_template(plan, op, fmt)
+    hits = []
+    for i, values in enumerate(rows):
+        text = prompt_text(template, values)
+        if text is None:
+            continue
+        found = cache.lookup(op.model, text, op.config)
+        if found is not None:
+            hits.append((i, found))
+    return tuple(hits)
+
+
+def prompt_text(template, values: RowValues) -> str | None:
+    """The rendered prompt of one row, or None when a placeholder is not computable."""
+    out = []
+    for seg in template:
+        if isinstance(seg, str):
+            out.append(seg)
+            continue
+        text = values.text_of(seg.op_id) if isinstance(seg, Ref) else None
+        if text is None:
+            return None
+        out.append(text)
+    return "".join(out)
