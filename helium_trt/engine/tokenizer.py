@@ -12,7 +12,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from helium_trt.engine.model_config import MalformedModelError
 from helium_trt.plan.chat import CHATML, ChatFormat
 
-_CHATML_SYSTEM = re.compile(r"<\|im_start\|>system\\n(.*?)<\|im_end\|>")
+_CHATML_SYSTEM = re.compile(r"<\|im_start\|>system(?:\\n|\n)(.*?)<\|im_end\|>", re.DOTALL)
 
 
 class HFTokenizer:
@@ -65,7 +65,7 @@ def chat_format_from_template(template: str | None) -> ChatFormat:
     match = _CHATML_SYSTEM.search(template)
     if match is None:
         return CHATML
-    default_system = match.group(1).encode().decode("unicode_escape")
+    default_system = match.group(1).replace("\\n", "\n")
     return ChatFormat(default_system=default_system)
 
 

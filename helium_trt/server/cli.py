@@ -12,6 +12,9 @@ import sys
 
 # Order here is the order `helium-trt --help` lists them.
 COMMAND_MODULES = (
+    "explain",
+    "model",
+    "bench_engine",
 )
 
 

@@ -1,0 +1,132 @@
+"""Engine benchmark: TTFT cold vs warm prefix, decode throughput at 1/8/32 sequences, vs HF.
+
+Both engines run on the same weights in the same process with the same torch thread count.
+Decode throughput excludes prefill: it counts tokens after each sequence's first, over the time
+from the moment every sequence has its first token until the last finishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from helium_trt.engine.base import EngineRequest, SamplingConfig, TokenDelta
+from helium_trt.engine.config import EngineConfig
+from helium_trt.engine.embedded import EmbeddedEngine
+
+_FILLER = ("In a quiet village by the sea, the fishermen mended their nets at dawn while the "
+           "children counted gulls and the baker sold warm bread to travellers. ")
+
+
+@dataclass(frozen=True, slots=True)
+class BenchConfig:
+    model_dir: Path
+    prompt_tokens: int = 1000
+    resident_tokens: int = 950
+    decode_prompt_tokens: int = 32
+    decode_new_tokens: int = 64
+    concurrency: tuple[int, ...] = (1, 8, 32)
+    run_hf: bool = True
+    dtype: str = "bfloat16"
+
+
+def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
+    engine = EmbeddedEngine(EngineConfig(model_dir=str(config.model_dir), dtype=config.dtype))
+    try:
+        report = asyncio.run(_bench_engine(engine, config, progress))
+    finally:
+        asyncio.run(engine.close())
+    if config.run_hf:
+        report.update(_bench_hf(engine, config, progress))
+        report["warm_speedup_vs_cold"] = round(report["ttft_cold_ms"] / report["ttft_warm_ms"], 2)
+        report["decode_speedup_vs_hf"] = {
+            n: round(report["decode_tokens_per_s"][n] / report["hf_decode_tokens_per_s"][n], 2)
+            for n in report["decode_tokens_per_s"]
+        }
+    report.update(model=str(config.model_dir), engine_dtype=config.dtype, hf_dtype="float32",
+                  torch_threads=torch.get_num_threads())
+    return report
+
+
+def _prompt(engine: EmbeddedEngine, num_tokens: int, salt: str) -> list[int]:
+    ids = engine.tokenizer.encode(f"[{salt}] " + _FILLER * (num_tokens // 20 + 5))
+    return ids[:num_tokens]
+
+
+async def _ttft(engine: EmbeddedEngine, request_id: str, prompt: list[int]) -> tuple[float, int]:
+    start = time.perf_counter()
+    first = None
+    request = EngineRequest(request_id, tuple(prompt), SamplingConfig(max_tokens=1, ignore_eos=True))
+    async for item in engine.generate(request):
+        if first is None and isinstance(item, TokenDelta):
+            first = time.perf_counter() - start
+        result = item
+    return first * 1000.0, result.num_cached_tokens
+
+
+async def _bench_engine(engine: EmbeddedEngine, config: BenchConfig, progress) -> dict:
+    await _ttft(engine, "warmup", _prompt(engine, 64, "warmup"))
+    cold_ms, _ = await _ttft(engine, "cold", _prompt(engine, config.prompt_tokens, "cold"))
+    progress(f"engine TTFT cold ({config.prompt_tokens} tokens): {cold_ms:.1f} ms")
+    prompt = _prompt(engine, config.prompt_tokens, "warm")
+    await engine.warm(prompt[:config.resident_tokens])
+    warm_ms, cached = await _ttft(engine, "warm", prompt)
+    progress(f"engine TTFT warm ({cached} tokens resident): {warm_ms:.1f} ms")
+    decode = {}
+    for num_seqs in config.concurrency:
+        decode[str(num_seqs)] = await _engine_decode(engine, config, num_seqs)
+        progress(f"engine decode at {num_seqs} sequences: {decode[str(num_seqs)]:.1f} tokens/s")
+    return {"ttft_cold_ms": round(cold_ms, 1), "ttft_warm_ms": round(warm_ms, 1),
+            "warm_cached_tokens": cached, "decode_tokens_per_s": decode}
+
+
+async def _engine_decode(engine: EmbeddedEngine, config: BenchConfig, num_seqs: int) -> float:
+    n_new = config.decode_new_tokens
+    first_times: list[float] = []
+
+    async def one(index: int) -> None:
+        prompt = _prompt(engine, config.decode_prompt_tokens, f"decode-{num_seqs}-{index}")
+        request = EngineRequest(f"d{num_seqs}-{index}", tuple(prompt),
+                                SamplingConfig(max_tokens=n_new, ignore_eos=True))
+        seen_first = False
+        async for item in engine.generate(request):
+            if not seen_first and isinstance(item, TokenDelta):
+                first_times.append(time.perf_counter())
+                seen_first = True
+
+    await asyncio.gather(*(one(i) for i in range(num_seqs)))
+    end = time.perf_counter()
+    return num_seqs * (n_new - 1) / (end - max(first_times))
+
+
+def _bench_hf(engine: EmbeddedEngine, config: BenchConfig, progress) -> dict:
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(config.model_dir), dtype=torch.float32)
+    model.eval()
+    pad_id = engine.info.eos_token_ids[0] if engine.info.eos_token_ids else 0
+
+    def generate(batch: list[list[int]], new_tokens: int) -> float:
+        ids = torch.tensor(batch)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=new_tokens,
+                           min_new_tokens=new_tokens, do_sample=False, pad_token_id=pad_id)
+        return time.perf_counter() - start
+
+    generate([_prompt(engine, 64, "warmup")], 2)
+    cold_ms = generate([_prompt(engine, config.prompt_tokens, "hf-cold")], 1) * 1000.0
+    progress(f"transformers TTFT cold: {cold_ms:.1f} ms")
+    decode = {}
+    for num_seqs in config.concurrency:
+        batch = [_prompt(engine, config.decode_prompt_tokens, f"hf-{num_seqs}-{i}") for i in range(num_seqs)]
+        prefill = generate(batch, 1)
+        total = generate(batch, config.decode_new_tokens)
+        decode[str(num_seqs)] = round(num_seqs * (config.decode_new_tokens - 1) / (total - prefill), 1)
+        progress(f"transformers decode at {num_seqs} sequences: {decode[str(num_seqs)]:.1f} tokens/s")
+    return {"hf_ttft_cold_ms": round(cold_ms, 1), "hf_decode_tokens_per_s": decode}
