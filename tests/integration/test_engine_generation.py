@@ -1,0 +1,107 @@
+"""EmbeddedEngine behaviour: sampling determinism, stops, streaming, prefix reuse, warm-up."""
+
+from __future__ import annotations
+
+import asyncio
+
+from engine_helpers import collect, request, run_all
+
+from helium_trt.engine.base import Engine, RequestResult, RetentionRange
+
+
+def _prompt(engine, text="Name three primary colors. ", times=3):
+    return engine.tokenizer.encode(text * times)
+
+
+def test_engine_satisfies_the_protocol(embedded_engine):
+    assert isinstance(embedded_engine, Engine)
+    assert embedded_engine.tokenizer.chat_format.message_start == "<|im_start|>{role}\n"
+    assert embedded_engine.info.eos_token_ids == (2,)
+
+
+def test_seeded_sampling_is_independent_of_batch_company(embedded_engine):
+    prompt = _prompt(embedded_engine)
+    sampling = dict(max_tokens=24, temperature=0.9, top_p=0.9, top_k=50, seed=1234, ignore_eos=True)
+    [alone] = run_all(embedded_engine, [request("alone", prompt, **sampling)])
+    company = [request(f"other{i}", _prompt(embedded_engine, "What is the capital of France? ", i + 1),
+                       max_tokens=30, temperature=1.0, seed=i, ignore_eos=True) for i in range(5)]
+    results = run_all(embedded_engine, company[:2] + [request("crowded", prompt, **sampling)] + company[2:])
+    assert results[2].output_token_ids == alone.output_token_ids
+    [other_seed] = run_all(embedded_engine, [request("seed2", prompt, **{**sampling, "seed": 99})])
+    assert other_seed.output_token_ids != alone.output_token_ids
+
+
+def test_stop_strings_cut_text_and_stream_matches_result(embedded_engine):
+    prompt = _prompt(embedded_engine)
+    [free] = run_all(embedded_engine, [request("free", prompt, max_tokens=40, ignore_eos=True)])
+    text = free.text
+    stop = text[len(text) // 2: len(text) // 2 + 3]
+    assert stop.strip(), "the tiny model should produce varied text"
+
+    async def main():
+        return await collect(embedded_engine, request("stopped", prompt, max_tokens=40, ignore_eos=True,
+                                                        stop_strings=(stop,)))
+
+    deltas, result = asyncio.run(main())
+    assert result.finish_reason == "stop"
+    assert result.text == text[:text.find(stop)]
+    assert "".join(d.text for d in deltas) == result.text
+    assert [t for d in deltas for t in d.token_ids] == list(result.output_token_ids)
+
+
+def test_stop_token_ids_and_max_tokens(embedded_engine):
+    prompt = _prompt(embedded_engine)
+    [free] = run_all(embedded_engine, [request("free", prompt, max_tokens=12, ignore_eos=True)])
+    assert free.finish_reason == "length" and len(free.output_token_ids) == 12
+    stop_id = free.output_token_ids[5]
+    first = free.output_token_ids.index(stop_id)
+    [stopped] = run_all(embedded_engine, [request("s", prompt, max_tokens=12, ignore_eos=True,
+                                                 stop_token_ids=(stop_id,))])
+    assert stopped.finish_reason == "stop"
+    assert stopped.output_token_ids == free.output_token_ids[:first + 1]
+
+
+def test_prefix_reuse_counts_cached_tokens(embedded_engine):
+    engine = embedded_engine
+    shared = _prompt(engine, "The primary colors are red, blue and yellow. ", 8)
+    assert len(shared) >= 64
+    first = shared + engine.tokenizer.encode(" First question?")
+    second = shared + engine.tokenizer.encode(" Another one here?")
+    [a] = run_all(engine, [request("a", first, max_tokens=4)])
+    assert (a.num_cached_tokens, a.num_computed_tokens) == (0, len(first))
+    expected = (len(shared) // 16) * 16
+    assert engine.num_resident_tokens(second) == expected
+    [b] = run_all(engine, [request("b", second, max_tokens=4)])
+    assert b.num_cached_tokens == expected
+    assert b.num_cached_tokens + b.num_computed_tokens == b.num_prompt_tokens == len(second)
+
+
+def test_warm_then_generate_reuses_the_prefix_and_matches_cold_output(embedded_engine):
+    engine = embedded_engine
+    prompt = _prompt(engine, "Paris is the capital of France. ", 10)
+    [cold] = run_all(engine, [request("cold", prompt, max_tokens=8, ignore_eos=True)])
+    other = engine.tokenizer.encode("Mixing red and blue gives purple. ") + prompt[1:]
+    warm = asyncio.run(engine.warm(other[:70], [RetentionRange(0, None, 90)]))
+    assert (warm.num_prompt_tokens, warm.num_computed_tokens) == (70, 70)
+    again = asyncio.run(engine.warm(other[:70]))
+    assert again.num_cached_tokens == 64 and again.num_computed_tokens == 6
+    [hot] = run_all(engine, [request("hot", other, max_tokens=8, ignore_eos=True)])
+    assert hot.num_cached_tokens == 64
+    [cold_other] = run_all(engine, [request("cold2", other, max_tokens=8, ignore_eos=True)])
+    assert hot.output_token_ids == cold_other.output_token_ids
+    assert cold.num_cached_tokens == 0
+
+
+def test_closing_the_stream_cancels_the_request(embedded_engine):
+    prompt = _prompt(engine := embedded_engine)
+
+    async def main():
+        stream = engine.generate(request("c", prompt, max_tokens=500, ignore_eos=True))
+        async for item in stream:
+            assert not isinstance(item, RequestResult)
+            break
+        await stream.aclose()
+        await asyncio.sleep(0.05)
+
+    asyncio.run(main())
+    assert engine.num_held_blocks() == 0
