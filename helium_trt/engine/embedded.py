@@ -115,6 +115,11 @@ class EmbeddedEngine:
         """Blocks referenced by requests (not only by the prefix cache)."""
         return self.info.num_blocks - self.num_free_blocks()
 
+    @property
+    def num_preemptions(self) -> int:
+        """Sequences preempted (and later recomputed) under KV pressure so far."""
+        return self._core.scheduler.num_preemptions
+
     async def close(self) -> None:
         with self._wakeup:
             self._closing = True

@@ -57,6 +57,7 @@ class Scheduler:
         self.config = config
         self.kv = kv
         self.running: list[Sequence] = []
+        self.num_preemptions = 0
         self._waiting: list[tuple[tuple[int, int], Sequence]] = []
 
     # ---- public API ------------------------------------------------------------------------
@@ -132,6 +133,7 @@ class Scheduler:
         self.running.remove(seq)
         self.kv.release(seq)
         seq.num_preemptions += 1
+        self.num_preemptions += 1
         out.preempted.append(seq)
         if seq in out.decodes:
             out.decodes.remove(seq)
