@@ -206,3 +206,22 @@ def _read_structured(p: Path):
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise InvalidWorkflowError(f"{p}{where}: {problem}") from None
+
+
+# ---- options --------------------------------------------------------------------------------
+
+# Optimizations switch -> optimizer rule it turns off. The other switches (scheduling, warming,
+# retention, KV reuse) belong to the scheduler and runtime, not to plan rewriting.
+_RULE_SWITCHES = {
+    "disable_eliminate_dead_ops": "eliminate_dead_ops",
+    "disable_merge_identical_ops": "merge_identical_ops",
+    "disable_fold_constants": "fold_constants",
+    "disable_prune_switches": "prune_switches",
+    "disable_prompt_cache": "fetch_cached_results",
+}
+
+
+def disabled_rules(optimizations: service_pb2.Optimizations) -> frozenset[str]:
+    """Names of the optimizer rules a request's ``Optimizations`` switches turn off."""
+    return frozenset(rule for switch, rule in _RULE_SWITCHES.items()
+                     if getattr(optimizations, switch))
