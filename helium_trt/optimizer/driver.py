@@ -68,7 +68,8 @@ def optimize(plan: Plan, *, ctx: OptimizeContext | None = None,
         start = clock()
         after = rule.apply(current, ctx)
         elapsed_ms = (clock() - start) * 1000.0
-        _revalidate(rule.name, after)
+        if after is not current:  # an unchanged plan was validated already
+            _revalidate(rule.name, after)
         trace.append(_diff(rule.name, current, after, elapsed_ms))
         current = after
     return OptimizeResult(current, tuple(trace), plan)
