@@ -92,9 +92,18 @@ class TemplatedRadixTree:
             consumers = self._consumers(node)
             if node is self.root or len(consumers) < 2:
                 continue
+            static = all(isinstance(s, str) for s in path)
+            if not static:
+                # The static part of an edge that runs past a placeholder is shared too
+                # ("SYS {q}" under two leaves shares "SYS "), though no branch point marks it.
+                edge_start = path[: len(path) - len(node.edge)]
+                head = "".join(_static_atoms(path))
+                if (all(isinstance(s, str) for s in edge_start)
+                        and len(head) > len(_display(edge_start))):
+                    tokens = count_tokens(head) if count_tokens else None
+                    found.append(SharedPrefix(head, tuple(consumers), len(head), True, tokens))
             if not (len(node.children) >= 2 or node.leaves):
                 continue
-            static = all(isinstance(s, str) for s in path)
             if static_only and not static:
                 continue
             text = _display(path)
