@@ -77,3 +77,26 @@ def test_rules_never_mutate_the_input_plan():
     snapshot = plan.ops
     optimize(plan)
     assert plan.ops == snapshot
+
+
+def test_every_rule_is_named_after_its_module_and_documents_an_example():
+    from helium_trt.optimizer import RULES
+
+    for rule in RULES:
+        assert type(rule).__module__.rsplit(".", 1)[1] == rule.name
+        assert "Example" in type(rule).__doc__
+
+
+def test_request_switches_map_to_rule_names():
+    from helium_trt.api.convert import disabled_rules
+    from helium_trt.api.helium.v1 import service_pb2
+
+    opts = service_pb2.Optimizations(disable_prompt_cache=True, disable_prune_switches=True,
+                                     disable_proactive_warming=True)
+    assert disabled_rules(opts) == {"fetch_cached_results", "prune_switches"}
+    assert disabled_rules(service_pb2.Optimizations()) == frozenset()
+    every = service_pb2.Optimizations(
+        disable_eliminate_dead_ops=True, disable_merge_identical_ops=True,
+        disable_fold_constants=True, disable_prune_switches=True, disable_prompt_cache=True)
+    assert disabled_rules(every) <= set(RULE_NAMES)
+    assert len(disabled_rules(every)) == 5
