@@ -37,7 +37,7 @@ class RuleTrace:
 class OptimizeResult:
     plan: Plan
     trace: tuple[RuleTrace, ...]
-    input_plan: Plan = field(repr=False, compare=False, default=None)
+    input_plan: Plan | None = field(repr=False, compare=False, default=None)
 
     @property
     def total_ms(self) -> float:
