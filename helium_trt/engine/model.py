@@ -19,14 +19,15 @@ from helium_trt.engine.model_config import ModelConfig
 class PrefillSegment:
     """One sequence's prefill chunk: tokens ``[start, end)`` of the flat batch.
 
-    ``context_slots`` are the KV slots of every token the chunk attends to (cached prefix and the
-    chunk itself, in position order); ``mask`` is None when the chunk is the whole context (plain
-    causal attention), else a bool [chunk, context] mask (True = attend).
+    The chunk attends to the first ``context_len`` tokens held in ``context_blocks`` (cached
+    prefix and the chunk itself, in position order); ``mask`` is None when the chunk is the whole
+    context (plain causal attention), else a bool [chunk, context_len] mask (True = attend).
     """
 
     start: int
     end: int
-    context_slots: torch.Tensor
+    context_blocks: torch.Tensor
+    context_len: int
     mask: torch.Tensor | None
 
 
@@ -34,11 +35,12 @@ class PrefillSegment:
 class DecodeGroup:
     """Decode tokens ``[start, start + B)`` of the flat batch, one per sequence.
 
-    ``context_slots`` is [B, L] (padded), ``mask`` is bool [B, 1, 1, L] (True = attend).
+    ``context_blocks`` is [B, num_blocks] (padded block tables); ``mask`` is an additive float
+    mask [B, 1, num_blocks * block_size]: 0 where a key exists, -inf past each length.
     """
 
     start: int
-    context_slots: torch.Tensor
+    context_blocks: torch.Tensor
     mask: torch.Tensor
 
 
@@ -63,7 +65,15 @@ class LayerWeights:
 
 
 class LlamaModel:
-    """Weights plus the forward pass. KV lives in ``kv_cache``: [layers, 2, slots, kv_heads, dim]."""
+    """Weights plus the forward pass.
+
+    KV lives in ``kv_cache``: [layers, 2, kv_heads, blocks, block_size, dim]. Writes address
+    single slots; reads gather whole blocks.
+
+    NOTE: KV heads lead the block dimension so that a gather of a batch's blocks already has
+    the [kv_heads, seqs, keys, dim] layout attention multiplies with: no transposing copy of
+    the gathered context, at the price of a strided (per-head) gather.
+    """
 
     def __init__(self, config: ModelConfig, embed: torch.Tensor, layers: list[LayerWeights],
                  final_norm: torch.Tensor, lm_head: torch.Tensor):
@@ -77,9 +87,9 @@ class LlamaModel:
         self._kv_size = config.num_kv_heads * config.head_dim
         self.cos, self.sin = _rope_tables(config, self.dtype)
 
-    def allocate_kv_cache(self, num_slots: int) -> torch.Tensor:
+    def allocate_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
         c = self.config
-        shape = (c.num_layers, 2, num_slots, c.num_kv_heads, c.head_dim)
+        shape = (c.num_layers, 2, c.num_kv_heads, num_blocks, block_size, c.head_dim)
         return torch.zeros(shape, dtype=self.dtype)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
@@ -110,22 +120,26 @@ class LlamaModel:
         q = _apply_rope(q.view(num_tokens, c.num_heads, c.head_dim), cos, sin)
         k = _apply_rope(k.view(num_tokens, c.num_kv_heads, c.head_dim), cos, sin)
         k_cache, v_cache = layer_kv[0], layer_kv[1]
-        k_cache.index_copy_(0, batch.slot_mapping, k)
-        v_cache.index_copy_(0, batch.slot_mapping, v.view(num_tokens, c.num_kv_heads, c.head_dim))
+        slot_shape = (c.num_kv_heads, -1, c.head_dim)
+        k_cache.view(slot_shape).index_copy_(1, batch.slot_mapping, k.transpose(0, 1))
+        v = v.view(num_tokens, c.num_kv_heads, c.head_dim).transpose(0, 1)
+        v_cache.view(slot_shape).index_copy_(1, batch.slot_mapping, v)
         out = torch.empty(num_tokens, c.num_heads, c.head_dim, dtype=q.dtype)
         for seg in batch.prefills:
             out[seg.start:seg.end] = self._prefill_attention(q[seg.start:seg.end], seg, k_cache, v_cache)
         if batch.decode is not None:
             group = batch.decode
-            num_seqs = group.context_slots.shape[0]
+            num_seqs = group.context_blocks.shape[0]
             out[group.start:group.start + num_seqs] = self._decode_attention(
                 q[group.start:group.start + num_seqs], group, k_cache, v_cache)
         return out.view(num_tokens, self._q_size)
 
     def _prefill_attention(self, q: torch.Tensor, seg: PrefillSegment, k_cache: torch.Tensor,
                            v_cache: torch.Tensor) -> torch.Tensor:
-        k = k_cache.index_select(0, seg.context_slots).transpose(0, 1).unsqueeze(0)
-        v = v_cache.index_select(0, seg.context_slots).transpose(0, 1).unsqueeze(0)
+        c = self.config
+        shape = (1, c.num_kv_heads, -1, c.head_dim)
+        k = k_cache.index_select(1, seg.context_blocks).view(shape)[:, :, :seg.context_len]
+        v = v_cache.index_select(1, seg.context_blocks).view(shape)[:, :, :seg.context_len]
         q = q.transpose(0, 1).unsqueeze(0)
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=seg.mask, is_causal=seg.mask is None, enable_gqa=True)
@@ -134,17 +148,20 @@ class LlamaModel:
     def _decode_attention(self, q: torch.Tensor, group: DecodeGroup, k_cache: torch.Tensor,
                           v_cache: torch.Tensor) -> torch.Tensor:
         # NOTE: the query heads sharing one KV head become the "query rows" of that head, so
-        # grouped-query attention needs no copy of K/V per query head.
+        # grouped-query attention needs no copy of K/V per query head. Plain matmuls beat SDPA
+        # here: with a handful of query rows its CPU kernels mostly pay setup costs.
         c = self.config
-        num_seqs, context_len = group.context_slots.shape
-        flat = group.context_slots.view(-1)
-        k = k_cache.index_select(0, flat).view(num_seqs, context_len, c.num_kv_heads, c.head_dim)
-        v = v_cache.index_select(0, flat).view(num_seqs, context_len, c.num_kv_heads, c.head_dim)
+        num_seqs = group.context_blocks.shape[0]
+        flat = group.context_blocks.view(-1)
+        shape = (c.num_kv_heads, num_seqs, -1, c.head_dim)
+        k = k_cache.index_select(1, flat).view(shape)  # [kv_heads, B, L, dim]
+        v = v_cache.index_select(1, flat).view(shape)
         group_size = c.num_heads // c.num_kv_heads
-        q = q.view(num_seqs, c.num_kv_heads, group_size, c.head_dim)
-        out = F.scaled_dot_product_attention(
-            q, k.transpose(1, 2), v.transpose(1, 2), attn_mask=group.mask)
-        return out.reshape(num_seqs, c.num_heads, c.head_dim)
+        q = q.view(num_seqs, c.num_kv_heads, group_size, c.head_dim).transpose(0, 1)
+        scores = torch.matmul(q, k.transpose(-1, -2)).float() * c.head_dim ** -0.5
+        probs = torch.softmax(scores + group.mask, dim=-1).to(q.dtype)
+        out = torch.matmul(probs, v)  # [kv_heads, B, group, dim]
+        return out.transpose(0, 1).reshape(num_seqs, c.num_heads, c.head_dim)
 
 
 def _rope_tables(config: ModelConfig, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:

@@ -23,7 +23,7 @@ class ModelRunner:
     def __init__(self, model: LlamaModel, num_blocks: int, block_size: int):
         self.model = model
         self.block_size = block_size
-        self.kv_cache = model.allocate_kv_cache(num_blocks * block_size)
+        self.kv_cache = model.allocate_kv_cache(num_blocks, block_size)
         self._slot_offsets = torch.arange(block_size)
 
     @torch.inference_mode()
@@ -56,9 +56,10 @@ class ModelRunner:
             row = len(ids)
             ids.extend(seq.token_ids[start:end])
             pos.extend(range(start, end))
-            context = self._slots(seq.block_table, end)
-            slots.append(context[start:end])
-            prefills.append(PrefillSegment(row, row + chunk.num_tokens, context, _chunk_mask(start, end)))
+            context_blocks = torch.tensor(seq.block_table[:-(-end // self.block_size)])
+            slots.append(self._slots(seq.block_table, start, end))
+            prefills.append(PrefillSegment(row, row + chunk.num_tokens, context_blocks, end,
+                                           _chunk_mask(start, end)))
             if chunk.completes_prompt and not seq.is_warm_only:
                 sample_rows.append(row + chunk.num_tokens - 1)
                 sample_seqs.append(seq)
@@ -74,22 +75,26 @@ class ModelRunner:
         batch = AttentionBatch(torch.cat(slots), prefills, decode)
         return torch.tensor(ids), torch.tensor(pos), batch, torch.tensor(sample_rows), sample_seqs
 
-    def _slots(self, block_table: list[int], num_tokens: int) -> torch.Tensor:
-        num_blocks = -(-num_tokens // self.block_size)
-        blocks = torch.tensor(block_table[:num_blocks])
-        return (blocks.unsqueeze(1) * self.block_size + self._slot_offsets).view(-1)[:num_tokens]
+    def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
+        """KV slots of positions [start, end)."""
+        first, last = start // self.block_size, -(-end // self.block_size)
+        blocks = torch.tensor(block_table[first:last])
+        slots = (blocks.unsqueeze(1) * self.block_size + self._slot_offsets).view(-1)
+        offset = start - first * self.block_size
+        return slots[offset:offset + end - start]
 
     def _decode_group(self, seqs: list[Sequence], start: int) -> tuple[DecodeGroup, torch.Tensor]:
+        bs = self.block_size
         lengths = [len(seq.token_ids) for seq in seqs]
-        max_len = max(lengths)
-        num_blocks = -(-max_len // self.block_size)
-        table = torch.tensor([seq.block_table[:num_blocks] + [0] * (num_blocks - len(seq.block_table[:num_blocks]))
+        num_blocks = -(-max(lengths) // bs)
+        # Padding points at block 0: its keys are masked out, so any block would do.
+        table = torch.tensor([seq.block_table[:num_blocks] + [0] * (num_blocks - min(num_blocks, len(seq.block_table)))
                               for seq in seqs])
-        context = (table.unsqueeze(2) * self.block_size + self._slot_offsets).view(len(seqs), -1)[:, :max_len]
-        length_tensor = torch.tensor(lengths)
-        mask = torch.arange(max_len).unsqueeze(0) < length_tensor.unsqueeze(1)
-        new_slots = context.gather(1, (length_tensor - 1).unsqueeze(1)).view(-1)
-        return DecodeGroup(start, context.contiguous(), mask.view(len(seqs), 1, 1, max_len)), new_slots
+        positions = torch.tensor(lengths) - 1
+        new_slots = table.gather(1, (positions // bs).unsqueeze(1)).view(-1) * bs + positions % bs
+        mask = torch.zeros(len(seqs), num_blocks * bs)
+        mask.masked_fill_(torch.arange(num_blocks * bs).unsqueeze(0) > positions.unsqueeze(1), float("-inf"))
+        return DecodeGroup(start, table, mask.view(len(seqs), 1, -1)), new_slots
 
 
 def _chunk_mask(start: int, end: int) -> torch.Tensor | None:

@@ -22,7 +22,7 @@ def hf_model(tiny_model_dir):
 @pytest.fixture(scope="module")
 def prompts(tiny_model_dir):
     tok = HFTokenizer.from_dir(tiny_model_dir)
-    return [tok.encode("Name three primary colors. " * 4), tok.encode("What is the capital of France?")]
+    return [tok.encode("Name three primary colors. " * 8), tok.encode("What is the capital of France?")]
 
 
 def _hf_logits(hf_model, ids):
@@ -32,15 +32,17 @@ def _hf_logits(hf_model, ids):
 
 def test_chunked_prefill_logits_match_transformers(tiny_model_dir, hf_model, prompts):
     model = load_model(tiny_model_dir)
-    kv = model.allocate_kv_cache(8 * BS)
+    kv = model.allocate_kv_cache(8, BS)
     ids = prompts[0]
     split = 13  # second chunk attends to a cached prefix through the paged pool
-    slots = torch.arange(3 * BS, 3 * BS + len(ids))  # deliberately not starting at slot 0
+    blocks = torch.tensor([5, 2, 7, 3])  # deliberately scattered over the pool
+    slots = (blocks[:, None] * BS + torch.arange(BS)).view(-1)
     logits = []
     with torch.inference_mode():
         for start, end in ((0, split), (split, len(ids))):
             mask = None if start == 0 else torch.arange(end)[None, :] <= torch.arange(start, end)[:, None]
-            batch = AttentionBatch(slots[start:end], [PrefillSegment(0, end - start, slots[:end], mask)], None)
+            segment = PrefillSegment(0, end - start, blocks, end, mask)
+            batch = AttentionBatch(slots[start:end], [segment], None)
             hidden = model.forward(torch.tensor(ids[start:end]), torch.arange(start, end), batch, kv)
             logits.append(model.logits(hidden))
     torch.testing.assert_close(torch.cat(logits), _hf_logits(hf_model, ids), atol=1e-4, rtol=1e-4)
@@ -49,19 +51,22 @@ def test_chunked_prefill_logits_match_transformers(tiny_model_dir, hf_model, pro
 def test_batched_decode_logits_match_transformers(tiny_model_dir, hf_model, prompts):
     """Two sequences of different lengths decode in one step through a padded, masked batch."""
     model = load_model(tiny_model_dir)
-    kv = model.allocate_kv_cache(8 * BS)
+    kv = model.allocate_kv_cache(8, BS)
     a, b = prompts
-    slots_a, slots_b = torch.arange(0, len(a)), torch.arange(4 * BS, 4 * BS + len(b))
+    blocks_a, blocks_b = torch.tensor([1, 0, 4, 6]), torch.tensor([7, 0, 0, 0])  # b needs one
+    slots_a = (blocks_a[:, None] * BS + torch.arange(BS)).view(-1)[:len(a)]
+    slots_b = (blocks_b[:1, None] * BS + torch.arange(BS)).view(-1)[:len(b)]
+    assert len(a) > 3 * BS and len(b) <= BS
     with torch.inference_mode():
-        for ids, slots in ((a[:-1], slots_a[:-1]), (b[:-1], slots_b[:-1])):
-            batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), slots, None)], None)
+        for ids, slots, blocks in ((a[:-1], slots_a[:-1], blocks_a), (b[:-1], slots_b[:-1], blocks_b[:1])):
+            batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), blocks, len(ids), None)], None)
             model.forward(torch.tensor(ids), torch.arange(len(ids)), batch, kv)
-        width = max(len(a), len(b))
-        context = torch.zeros(2, width, dtype=torch.long)
-        context[0, :len(a)], context[1, :len(b)] = slots_a, slots_b
-        mask = torch.arange(width)[None, :] < torch.tensor([len(a), len(b)])[:, None]
+        width = 4 * BS
+        mask = torch.zeros(2, width)
+        mask[0, len(a):] = float("-inf")
+        mask[1, len(b):] = float("-inf")
         batch = AttentionBatch(torch.stack([slots_a[-1], slots_b[-1]]), [],
-                               DecodeGroup(0, context, mask.view(2, 1, 1, width)))
+                               DecodeGroup(0, torch.stack([blocks_a, blocks_b]), mask.view(2, 1, width)))
         hidden = model.forward(torch.tensor([a[-1], b[-1]]), torch.tensor([len(a) - 1, len(b) - 1]), batch, kv)
         logits = model.logits(hidden)
     torch.testing.assert_close(logits[0], _hf_logits(hf_model, a)[-1], atol=1e-4, rtol=1e-4)
