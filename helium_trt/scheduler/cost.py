@@ -1,0 +1,76 @@
+"""Cost model in tokens: prefill not already cached, decode steps in batches, observed lengths (pure).
+
+``simulate`` replays an order on one simulated cache per worker. Decode is charged per *wave*:
+consecutive calls on a worker share a batch (up to ``batch_capacity``) unless one depends on
+another in the same wave, and a wave costs its longest decode.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from typing import Mapping, Sequence
+
+from helium_trt.scheduler.simulate import SimulatedCache, unknown_tail
+from helium_trt.scheduler.types import CallSpec, CostEstimate, SchedulerConfig, WarmPrefix
+
+
+@dataclass
+class OutputLengths:
+    """Observed output lengths per operator, refining ``max_tokens`` as calls finish.
+
+    Kept by the runtime across requests (it is plain data, no clock).
+    """
+
+    totals: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    counts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+
+    def observe(self, op_id: str, num_tokens: int) -> None:
+        self.totals[op_id] += num_tokens
+        self.counts[op_id] += 1
+
+    def estimate(self, op_id: str, max_tokens: int) -> int:
+        """Mean observed length (capped by ``max_tokens``), else ``max_tokens``."""
+        n = self.counts.get(op_id, 0)
+        if n == 0:
+            return max_tokens
+        return min(max_tokens, max(1, round(self.totals[op_id] / n)))
+
+
+def full_tokens(spec: CallSpec, index: int) -> tuple[int, ...]:
+    """The call's prompt as the simulation sees it: known tokens then a unique stand-in tail."""
+    return spec.known_tokens + unknown_tail(index, spec.num_unknown_tokens)
+
+
+def simulate(calls: Mapping[str, CallSpec], order: Sequence[str], config: SchedulerConfig,
+             placement: Mapping[str, int] | None = None,
+             warm: Sequence[WarmPrefix] = (),
+             caches: Sequence[SimulatedCache] | None = None) -> CostEstimate:
+    """Cost of running ``order`` (warm prefixes first) on fresh or given simulated caches."""
+    if caches is None:
+        caches = [SimulatedCache(config.block_size, config.worker_capacity_blocks)
+                  for _ in range(config.num_workers)]
+    index = {cid: i for i, cid in enumerate(calls)}
+    computed = reused = 0
+    for prefix in warm:
+        computed += len(prefix.tokens) - caches[prefix.worker].insert(prefix.tokens)
+    waves: dict[int, list[list[str]]] = defaultdict(lambda: [[]])
+    for cid in order:
+        spec = calls[cid]
+        worker = placement[cid] if placement else 0
+        tokens = full_tokens(spec, index[cid])
+        hit = min(caches[worker].insert(tokens), max(len(tokens) - 1, 0))
+        reused += hit
+        computed += len(tokens) - hit
+        _add_to_wave(waves[worker], spec, config.batch_capacity)
+    decode_steps = sum(max((calls[c].num_decode_tokens for c in wave), default=0)
+                       for worker_waves in waves.values() for wave in worker_waves)
+    return CostEstimate(computed, reused, decode_steps)
+
+
+def _add_to_wave(waves: list[list[str]], spec: CallSpec, capacity: int) -> None:
+    current = waves[-1]
+    if len(current) >= capacity or any(dep in current for dep in spec.deps):
+        waves.append([spec.call_id])
+    else:
+        current.append(spec.call_id)

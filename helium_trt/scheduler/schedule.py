@@ -1,0 +1,49 @@
+"""The scheduler's entry point: order, warm list, placement and estimate in one pass (pure)."""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from helium_trt.scheduler.cost import simulate
+from helium_trt.scheduler.order import fifo_order, greedy_order
+from helium_trt.scheduler.placement import place
+from helium_trt.scheduler.simulate import SimulatedCache
+from helium_trt.scheduler.types import CallPlan, CallSpec, Schedule, SchedulerConfig
+from helium_trt.scheduler.warm import warm_prefixes
+
+
+def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = SchedulerConfig(),
+                   resident: Sequence[Sequence[tuple[int, ...]]] | None = None) -> Schedule:
+    """Schedule ``calls`` (listed in plan order) on ``config.num_workers`` workers.
+
+    ``resident[w]`` lists token prefixes engine ``w`` reports cached now (seeding the
+    simulation). Cache-aware scheduling off gives FIFO order on worker 0..n round robin;
+    proactive warming off gives no warm list (shared ranges still get retention).
+    """
+    caches = _seeded_caches(config, resident)
+    order = greedy_order(calls) if config.cache_aware else fifo_order(calls)
+    warm = warm_prefixes(calls, order, config.block_size)
+    shared = {cid: p for p in warm for cid in p.consumers}
+    if config.cache_aware:
+        placement = place(calls, order, warm, caches, config)
+        workers, warm = placement.workers, placement.warm
+    else:
+        workers = {cid: i % config.num_workers for i, cid in enumerate(order)}
+    if not config.proactive_warming:
+        warm = ()
+    plans = {cid: CallPlan(cid, rank, workers[cid],
+                           shared[cid].prefix_id if cid in shared else None,
+                           len(shared[cid].tokens) if cid in shared else 0)
+             for rank, cid in enumerate(order)}
+    estimate = simulate(calls, order, config, workers, warm, [c.copy() for c in caches])
+    return Schedule(order, plans, tuple(warm), estimate, config)
+
+
+def _seeded_caches(config: SchedulerConfig,
+                   resident: Sequence[Sequence[tuple[int, ...]]] | None) -> list[SimulatedCache]:
+    caches = [SimulatedCache(config.block_size, config.worker_capacity_blocks)
+              for _ in range(config.num_workers)]
+    for cache, prefixes in zip(caches, resident or ()):
+        for tokens in prefixes:
+            cache.insert(tokens)
+    return caches

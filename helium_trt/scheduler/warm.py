@@ -1,0 +1,69 @@
+"""Proactive warm-up list and retention priorities (pure).
+
+A warm prefix is the deepest static token prefix that two or more calls share (block-aligned,
+since engines reuse whole blocks). It is prefilled once before its consumers, held with a high
+retention priority while consumers remain, and released to the default priority by the last
+consumer's request. One-off suffixes and decoded tokens get a low priority.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+from helium_trt.scheduler.types import (
+    DEFAULT_PRIORITY, CallSpec, RetentionSpan, SchedulerConfig, WarmPrefix,
+)
+
+
+def warm_prefixes(calls: Mapping[str, CallSpec], order: Sequence[str],
+                  block_size: int) -> tuple[WarmPrefix, ...]:
+    """For each call, the deepest block-aligned static prefix shared with another call.
+
+    Listed in the order their first consumer runs.
+    """
+    statics = {cid: calls[cid].known_tokens[:calls[cid].static_len] for cid in order}
+    # The deepest prefix a sequence shares with any other is shared with a sorted neighbour.
+    ranked = sorted(order, key=statics.__getitem__)
+    best = dict.fromkeys(order, 0)
+    for a, b in zip(ranked, ranked[1:]):
+        n = _common(statics[a], statics[b])
+        best[a], best[b] = max(best[a], n), max(best[b], n)
+    chosen: dict[tuple[int, ...], list[str]] = {}
+    for cid in order:
+        n = best[cid] - best[cid] % block_size
+        if n >= block_size:
+            chosen.setdefault(statics[cid][:n], []).append(cid)
+    return tuple(WarmPrefix(i, tokens, tuple(consumers))
+                 for i, (tokens, consumers) in enumerate(chosen.items()))
+
+
+def retention_spans(shared_len: int, is_last_consumer: bool,
+                    config: SchedulerConfig) -> tuple[tuple[RetentionSpan, ...], int | None]:
+    """Retention for one request: (prompt spans, decode priority); ((), None) when switched off.
+
+    The shared prefix stays high while later consumers need it; the last consumer sets it back
+    to the default so the engine may evict it once nothing in the plan reads it.
+    """
+    if not config.retention_priorities:
+        return (), None
+    spans = []
+    if shared_len > 0:
+        priority = DEFAULT_PRIORITY if is_last_consumer else config.high_priority
+        spans.append(RetentionSpan(0, shared_len, priority))
+    spans.append(RetentionSpan(shared_len, None, config.low_priority))
+    return tuple(spans), config.low_priority
+
+
+def warm_spans(prefix: WarmPrefix, config: SchedulerConfig) -> tuple[RetentionSpan, ...]:
+    if not config.retention_priorities:
+        return ()
+    return (RetentionSpan(0, len(prefix.tokens), config.high_priority),)
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
