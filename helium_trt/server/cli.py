@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "explain",
     "model",
     "bench_engine",
+    "triton",
 )
 
 
