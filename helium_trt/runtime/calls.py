@@ -1,0 +1,139 @@
+"""LLM calls of a plan: which (operator, row) pairs run, their token-level specs for the scheduler,
+and segment-by-segment tokenization of prompts.
+
+Prompts are tokenized one segment at a time (each literal and each substituted value on its
+own) and concatenated, so a static prefix has the same tokens in every call that shares it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from helium_trt.optimizer.plan_values import RowValues
+from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.graph import Plan
+from helium_trt.plan.ops import CacheFetchOp, LlmOp, Op, Ref, Template
+from helium_trt.plan.prompt import llm_prompt_template
+from helium_trt.scheduler import CallSpec, OutputLengths
+
+UNKNOWN_TEXT_TOKENS = 32  # estimate for a run-time placeholder not produced by an LLM call
+
+
+def call_id(op_id: str, row: int) -> str:
+    return f"{op_id}#{row}"
+
+
+def llm_of(op: Op) -> LlmOp | None:
+    """The LLM call an operator makes (a cache fetch's fallback for rows without a hit)."""
+    if isinstance(op, LlmOp):
+        return op
+    if isinstance(op, CacheFetchOp):
+        return op.fallback
+    return None
+
+
+class SegmentTokenizer:
+    """Encodes prompt segments one by one; literal segments are memoized."""
+
+    def __init__(self, tokenizer) -> None:
+        self._tokenizer = tokenizer
+        self._memo: dict[str, tuple[int, ...]] = {}
+
+    def encode(self, text: str) -> tuple[int, ...]:
+        found = self._memo.get(text)
+        if found is None:
+            found = tuple(self._tokenizer.encode(text))
+            if len(self._memo) < 65536:
+                self._memo[text] = found
+        return found
+
+    def encode_segments(self, segments: Sequence[str]) -> tuple[int, ...]:
+        out: list[int] = []
+        for seg in segments:
+            out.extend(self.encode(seg))
+        return tuple(out)
+
+
+@dataclass(frozen=True, slots=True)
+class PlannedCalls:
+    """The plan's LLM calls: scheduler specs (plan order, row by row) and prompt templates."""
+
+    specs: dict[str, CallSpec]
+    templates: dict[str, Template]
+
+
+def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTokenizer,
+               lengths: OutputLengths) -> PlannedCalls:
+    llm_ops = {op.id: llm_of(op) for op in plan.ops if llm_of(op) is not None}
+    templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
+    deps = _llm_dependencies(plan, set(llm_ops))
+    specs: dict[str, CallSpec] = {}
+    for row_index, row in enumerate(rows):
+        values = RowValues(plan, row, fmt)
+        for op_id in (i for i in plan.topo_order if i in llm_ops):
+            op = plan.by_id[op_id]
+            if isinstance(op, CacheFetchOp) and row_index in dict(op.hits):
+                continue
+            specs[call_id(op_id, row_index)] = _spec(
+                plan, op_id, row_index, templates[op_id], values, tok, lengths,
+                tuple(call_id(d, row_index) for d in deps[op_id]))
+    # Dependencies on cache-fetch hits are already satisfied.
+    specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
+    return PlannedCalls(specs, templates)
+
+
+def _spec(plan: Plan, op_id: str, row: int, template: Template, values: RowValues,
+          tok: SegmentTokenizer, lengths: OutputLengths, deps: tuple[str, ...]) -> CallSpec:
+    llm = llm_of(plan.by_id[op_id])
+    known: list[int] = []
+    static_len = None
+    num_unknown = 0
+    stopped = False
+    for seg in template:
+        text = seg if isinstance(seg, str) else values.text_of(seg.op_id)
+        if not isinstance(seg, str) and static_len is None:
+            static_len = len(known)
+        stopped = stopped or text is None
+        if stopped:
+            num_unknown += _estimate(plan, seg, lengths, tok)
+            continue
+        known.extend(tok.encode(text))
+    decode = lengths.estimate(op_id, llm.config.max_tokens)
+    static = len(known) if static_len is None else static_len
+    return CallSpec(call_id(op_id, row), op_id, row, tuple(known), num_unknown, decode, deps, static)
+
+
+def _estimate(plan: Plan, seg, lengths: OutputLengths, tok: SegmentTokenizer) -> int:
+    if isinstance(seg, str):
+        return len(tok.encode(seg))
+    llm = llm_of(plan.by_id.get(seg.op_id)) if isinstance(seg, Ref) else None
+    if llm is not None:
+        return lengths.estimate(seg.op_id, llm.config.max_tokens)
+    return UNKNOWN_TEXT_TOKENS
+
+
+def _drop_missing(spec: CallSpec, specs: dict[str, CallSpec]) -> CallSpec:
+    kept = tuple(d for d in spec.deps if d in specs)
+    if kept == spec.deps:
+        return spec
+    return CallSpec(spec.call_id, spec.op_id, spec.row, spec.known_tokens,
+                    spec.num_unknown_tokens, spec.num_decode_tokens, kept, spec.static_len)
+
+
+def _llm_dependencies(plan: Plan, llm_ids: set[str]) -> dict[str, tuple[str, ...]]:
+    """For each LLM op, the nearest LLM ops upstream of it (through non-LLM operators)."""
+    deps = {}
+    for op_id in llm_ids:
+        found, stack, seen = set(), list(plan.graph.predecessors(op_id)), set()
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u in llm_ids:
+                found.add(u)
+            else:
+                stack.extend(plan.graph.predecessors(u))
+        deps[op_id] = tuple(sorted(found))
+    return deps

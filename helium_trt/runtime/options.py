@@ -1,0 +1,36 @@
+"""Per-request run options: every optimization switchable (helium.v1.RunOptions as a dataclass)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    """``disabled_rules`` names optimizer rules to skip; the booleans are the runtime's switches.
+
+    ``max_inflight`` bounds calls in flight per engine (1 = one call at a time).
+    """
+
+    disabled_rules: frozenset[str] = field(default_factory=frozenset)
+    prompt_cache: bool = True
+    cache_aware_scheduling: bool = True
+    proactive_warming: bool = True
+    retention_priorities: bool = True
+    kv_prefix_reuse: bool = True
+    stream_tokens: bool = False
+    priority: int = 0
+    deadline_ms: int | None = None
+    max_inflight: int = 16
+
+
+ALL_RULES = frozenset({"eliminate_dead_ops", "merge_identical_ops", "fold_constants",
+                       "prune_switches", "fetch_cached_results"})
+
+
+def naive_options(**overrides) -> RunOptions:
+    """Every optimization off and one call at a time: the baseline of sequential LLM calls."""
+    base = RunOptions(disabled_rules=ALL_RULES, prompt_cache=False, cache_aware_scheduling=False,
+                      proactive_warming=False, retention_priorities=False, kv_prefix_reuse=False,
+                      max_inflight=1)
+    return replace(base, **overrides)

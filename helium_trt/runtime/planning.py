@@ -1,0 +1,77 @@
+"""Planning a run: optimize the plan for its rows, list its LLM calls, schedule them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Sequence
+
+from helium_trt.cache.prompt_cache import PromptResultCache
+from helium_trt.engine.base import Engine
+from helium_trt.optimizer import OptimizeContext, optimize
+from helium_trt.optimizer.driver import OptimizeResult
+from helium_trt.plan.chat import CHATML, ChatFormat
+from helium_trt.plan.graph import Plan
+from helium_trt.runtime.calls import PlannedCalls, SegmentTokenizer, plan_calls
+from helium_trt.runtime.options import RunOptions
+from helium_trt.scheduler import OutputLengths, Schedule, SchedulerConfig, build_schedule
+
+
+@dataclass
+class RuntimeCaches:
+    """State kept across requests: prompt results and observed output lengths per operator."""
+
+    prompt_cache: PromptResultCache = field(default_factory=PromptResultCache)
+    output_lengths: OutputLengths = field(default_factory=OutputLengths)
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    optimized: OptimizeResult
+    calls: PlannedCalls
+    schedule: Schedule
+    chat_format: ChatFormat
+    tokenizer: SegmentTokenizer
+    planning_ms: float
+
+
+def chat_format_of(engine: Engine) -> ChatFormat:
+    return getattr(engine.tokenizer, "chat_format", None) or CHATML
+
+
+def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
+                options: RunOptions, caches: RuntimeCaches) -> PreparedRun:
+    """Optimize (validating rows), tokenize what plan time knows, and schedule every call."""
+    start = time.perf_counter()
+    fmt = chat_format_of(engines[0])
+    ctx = OptimizeContext(chat_format=fmt,
+                          prompt_cache=caches.prompt_cache if options.prompt_cache else None)
+    optimized = optimize(Plan(plan.ops, plan.name, tuple(rows)), ctx=ctx,
+                         disabled=options.disabled_rules)
+    tok = SegmentTokenizer(engines[0].tokenizer)
+    calls = plan_calls(optimized.plan, rows, fmt, tok, caches.output_lengths)
+    config = SchedulerConfig(
+        num_workers=len(engines), batch_capacity=max(1, options.max_inflight),
+        block_size=engines[0].info.block_size,
+        worker_capacity_blocks=min(e.info.num_blocks for e in engines),
+        cache_aware=options.cache_aware_scheduling,
+        proactive_warming=options.proactive_warming and options.kv_prefix_reuse,
+        retention_priorities=options.retention_priorities and options.kv_prefix_reuse,
+    )
+    resident = [_resident_prefixes(engine, calls) for engine in engines]
+    schedule = build_schedule(calls.specs, config, resident)
+    return PreparedRun(optimized, calls, schedule, fmt, tok,
+                       (time.perf_counter() - start) * 1000.0)
+
+
+def _resident_prefixes(engine: Engine, calls: PlannedCalls) -> list[tuple[int, ...]]:
+    """What ``engine`` reports cached of each distinct static prefix (the scheduler's seed)."""
+    out, seen = [], set()
+    for spec in calls.specs.values():
+        static = spec.known_tokens[:spec.static_len]
+        if static and static not in seen:
+            seen.add(static)
+            n = engine.num_resident_tokens(static)
+            if n:
+                out.append(static[:n])
+    return out

@@ -1,0 +1,113 @@
+"""Values of non-LLM operators for one row, following helium.v1 semantics.
+
+A text value is ``str``; a list column, a map result or a per-element format is ``list[str]``;
+a conversation is ``list[dict]`` of role/content. A format whose placeholder names a list of
+strings is applied to each element (all such lists must have the same length).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from typing import Mapping
+
+from helium_trt.errors import InvalidWorkflowError
+from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.ops import ConcatOp, FormatOp, Index, Item, MapOp, Ref, SwitchOp, Template
+from helium_trt.plan.prompt import value_text
+
+
+def is_conversation(value: object) -> bool:
+    return isinstance(value, list) and bool(value) and isinstance(value[0], dict)
+
+
+def is_text_list(value: object) -> bool:
+    return isinstance(value, list) and not is_conversation(value)
+
+
+def num_elements(op_id: str, values: Mapping[str, object]) -> int | None:
+    """The common length of the list-of-text values among ``values`` (None: no list)."""
+    lengths = {len(v) for v in values.values() if is_text_list(v)}
+    if len(lengths) > 1:
+        raise InvalidWorkflowError(f"placeholders hold lists of different lengths {sorted(lengths)}",
+                                   op_id=op_id)
+    return lengths.pop() if lengths else None
+
+
+def element_values(values: Mapping[str, object], index: int) -> dict[str, object]:
+    """``values`` with every list of text replaced by its ``index``-th element."""
+    return {k: (v[index] if is_text_list(v) else v) for k, v in values.items()}
+
+
+def fill(template: Template, values: Mapping[str, object], fmt: ChatFormat,
+         item: str | None = None, index: int | None = None) -> str:
+    out = []
+    for seg in template:
+        if isinstance(seg, str):
+            out.append(seg)
+        elif isinstance(seg, Ref):
+            out.append(value_text(values[seg.op_id], fmt))
+        elif isinstance(seg, Item):
+            out.append(item if item is not None else "")
+        elif isinstance(seg, Index):
+            out.append(str(index))
+    return "".join(out)
+
+
+def eval_format(op: FormatOp, values: Mapping[str, object], fmt: ChatFormat):
+    n = num_elements(op.id, values)
+    if n is None:
+        return _format_one(op, values, fmt)
+    return [_format_one(op, element_values(values, i), fmt) for i in range(n)]
+
+
+def _format_one(op: FormatOp, values: Mapping[str, object], fmt: ChatFormat):
+    if not op.is_chat:
+        return fill(op.template, values, fmt)
+    conversation: list[dict] = []
+    for m in op.messages:
+        if m.history is not None:
+            history = values[m.history]
+            if not is_conversation(history):
+                raise InvalidWorkflowError(f"history {m.history!r} is not a conversation",
+                                           op_id=op.id, field="messages")
+            conversation.extend(history)
+        else:
+            conversation.append({"role": m.role, "content": fill(m.template, values, fmt)})
+    return conversation
+
+
+def eval_concat(op: ConcatOp, values: Mapping[str, object], fmt: ChatFormat) -> str:
+    parts = []
+    for part in op.parts:
+        value = values[part]
+        if is_text_list(value):
+            parts.extend(str(v) for v in value)
+        else:
+            parts.append(value_text(value, fmt))
+    return op.separator.join(parts)
+
+
+def eval_map(op: MapOp, values: Mapping[str, object], fmt: ChatFormat) -> list[str]:
+    items = values[op.list_id]
+    if not is_text_list(items):
+        items = [value_text(items, fmt)]
+    return [fill(op.template, values, fmt, item=str(x), index=i) for i, x in enumerate(items)]
+
+
+def choose_branch(op: SwitchOp, text: str) -> str:
+    """The target of the first matching case, else the default; raises when none."""
+    for case in op.cases:
+        if op.match == "choice" and text.strip().lower() == case.value.strip().lower():
+            return case.target
+        if op.match == "regex" and re.search(case.value, text):
+            return case.target
+    if op.default_target is None:
+        raise InvalidWorkflowError(f"no case matches {text[:80]!r} and there is no default",
+                                   op_id=op.id, field="cases")
+    return op.default_target
+
+
+def output_text(value: object) -> str:
+    """An operator's value as wire text: strings as they are, lists as JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

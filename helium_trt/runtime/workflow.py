@@ -1,0 +1,266 @@
+"""Runs an optimized plan for all rows of a request on one or more engines, streaming events.
+
+Each row is evaluated on demand from its outputs: an operator runs as soon as the inputs it
+needs exist, and a switch computes only the branch it chooses. LLM calls go through the
+Dispatcher (scheduler order, bounded concurrency, warm-ups, retention). A failure ends only its
+row; the other rows finish.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from dataclasses import dataclass
+from typing import AsyncIterator, Awaitable, Callable, Sequence
+
+from helium_trt.engine.base import Engine
+from helium_trt.errors import EngineUnavailableError, HeliumError, InvalidRequestError
+from helium_trt.errors import InvalidWorkflowError
+from helium_trt.plan.graph import Plan
+from helium_trt.plan.ops import (
+    CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, MapOp, OutputOp, Ref,
+    SwitchOp, ToolCallOp,
+)
+from helium_trt.plan.prompt import substitute, value_text
+from helium_trt.runtime import values as V
+from helium_trt.runtime.calls import call_id
+from helium_trt.runtime.dispatch import CallFailed, Dispatcher
+from helium_trt.runtime.events import (
+    Event, OpFinished, OpStarted, RowOutput, RunError, TokenDelta,
+)
+from helium_trt.runtime.options import RunOptions
+from helium_trt.runtime.planning import PreparedRun, RuntimeCaches, prepare_run
+from helium_trt.runtime.stats import StatsAccumulator
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    call_id: str
+    name: str
+    args: dict[str, str]
+    op_id: str
+    row: int
+
+
+class ToolError(HeliumError):
+    """A tool failed (raised by a tool callback); the row fails with its message."""
+
+
+ToolCallback = Callable[[ToolCall], Awaitable[str]]
+
+
+async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[dict] | None = None,
+                       options: RunOptions = RunOptions(), caches: RuntimeCaches | None = None,
+                       tools: ToolCallback | None = None) -> AsyncIterator[Event]:
+    """Plan, optimize, schedule and run ``plan`` over ``rows`` (default: ``plan.rows``).
+
+    Yields OpStarted / TokenDelta (with ``options.stream_tokens``) / OpFinished / RowOutput /
+    RunError per row, and RunStats last. Raises InvalidWorkflowError before any event when the
+    workflow or its rows are invalid.
+    """
+    start = time.perf_counter()
+    rows = tuple(rows if rows is not None else plan.rows)
+    caches = caches if caches is not None else RuntimeCaches()
+    prepared = prepare_run(plan, rows, engines, options, caches)
+    stats = StatsAccumulator(num_rows=len(rows), planning_ms=prepared.planning_ms,
+                             num_ops_before=len(plan.ops), num_ops_after=len(prepared.optimized.plan))
+    queue: asyncio.Queue = asyncio.Queue()
+    run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats), options,
+               caches, stats, queue.put_nowait, tools)
+    run.dispatcher.start_warming()
+    row_tasks = [asyncio.ensure_future(_RowRun(run, i, row).execute()) for i, row in enumerate(rows)]
+    done = asyncio.ensure_future(asyncio.gather(*row_tasks))
+    done.add_done_callback(lambda _: queue.put_nowait(None))
+    try:
+        while (event := await queue.get()) is not None:
+            yield event
+        await done
+        await run.dispatcher.finish_warming()
+        yield stats.finish((time.perf_counter() - start) * 1000.0)
+    finally:
+        for task in row_tasks:
+            task.cancel()
+
+
+@dataclass
+class _Run:
+    prepared: PreparedRun
+    dispatcher: Dispatcher
+    options: RunOptions
+    caches: RuntimeCaches
+    stats: StatsAccumulator
+    emit: Callable[[Event], None]
+    tools: ToolCallback | None
+
+    @property
+    def plan(self) -> Plan:
+        return self.prepared.optimized.plan
+
+
+class _RowFailed(Exception):
+    def __init__(self, op_id: str, code: str, message: str):
+        super().__init__(message)
+        self.op_id, self.code, self.message = op_id, code, message
+
+
+_tool_ids = itertools.count()
+
+
+class _RowRun:
+    """One row's demand-driven evaluation: each operator's value is one memoized task."""
+
+    def __init__(self, run: _Run, row: int, values: dict) -> None:
+        self.ctx, self.row, self.inputs = run, row, values
+        self.tasks: dict[str, asyncio.Future] = {}
+
+    async def execute(self) -> None:
+        plan = self.ctx.plan
+        try:
+            results = await asyncio.gather(*(self.value(o.id) for o in plan.outputs))
+        except _RowFailed as exc:
+            self._cancel_pending()
+            self.ctx.stats.num_rows_failed += 1
+            self.ctx.emit(RunError(exc.code, exc.message, exc.op_id, self.row))
+            return
+        outputs = {(o.name or o.id): V.output_text(v) for o, v in zip(plan.outputs, results)}
+        self.ctx.emit(RowOutput(self.row, outputs))
+
+    def value(self, op_id: str) -> asyncio.Future:
+        task = self.tasks.get(op_id)
+        if task is None:
+            task = self.tasks[op_id] = asyncio.ensure_future(self._guarded(op_id))
+        return task
+
+    def _cancel_pending(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+
+    async def _guarded(self, op_id: str):
+        try:
+            return await self._compute(self.ctx.plan.by_id[op_id])
+        except (_RowFailed, asyncio.CancelledError):
+            raise
+        except InvalidWorkflowError as exc:
+            raise _RowFailed(op_id, "INVALID_ARGUMENT", str(exc)) from exc
+        except (InvalidRequestError, ToolError) as exc:
+            code = "INVALID_ARGUMENT" if isinstance(exc, InvalidRequestError) else "UNAVAILABLE"
+            raise _RowFailed(op_id, code, f"operator {op_id!r}: {exc}") from exc
+        except (CallFailed, EngineUnavailableError) as exc:
+            raise _RowFailed(op_id, "UNAVAILABLE", f"operator {op_id!r}: {exc}") from exc
+        except Exception as exc:  # a bug must not take the other rows down
+            raise _RowFailed(op_id, "INTERNAL", f"operator {op_id!r}: {exc!r}") from exc
+
+    async def _gather(self, op_ids) -> dict[str, object]:
+        op_ids = tuple(dict.fromkeys(op_ids))
+        found = await asyncio.gather(*(self.value(i) for i in op_ids))
+        return dict(zip(op_ids, found))
+
+    async def _compute(self, op):
+        fmt = self.ctx.prepared.chat_format
+        if isinstance(op, InputOp):
+            if op.column not in self.inputs:
+                raise InvalidWorkflowError(f"row {self.row} has no column {op.column!r}",
+                                           op_id=op.id, field="column")
+            return self.inputs[op.column]
+        if isinstance(op, ConstantOp):
+            return op.text
+        if isinstance(op, FormatOp):
+            return V.eval_format(op, await self._gather(op.inputs), fmt)
+        if isinstance(op, ConcatOp):
+            return V.eval_concat(op, await self._gather(op.inputs), fmt)
+        if isinstance(op, MapOp):
+            return V.eval_map(op, await self._gather(op.inputs), fmt)
+        if isinstance(op, SwitchOp):
+            chosen = V.choose_branch(op, value_text(await self.value(op.input), fmt))
+            return await self.value(chosen)
+        if isinstance(op, OutputOp):
+            return await self.value(op.input)
+        if isinstance(op, ToolCallOp):
+            return await self._tool(op)
+        if isinstance(op, CacheFetchOp):
+            return await self._cache_fetch(op)
+        if isinstance(op, LlmOp):
+            return await self._llm(op.id, op)
+        raise InvalidWorkflowError(f"operator kind {op.kind!r} cannot run (loops are unrolled "
+                                   "by the optimizer)", op_id=op.id)
+
+    async def _cache_fetch(self, op: CacheFetchOp):
+        hits = dict(op.hits)
+        if self.row not in hits:
+            return await self._llm(op.id, op.fallback)
+        self.ctx.stats.num_result_cache_hits += 1
+        self.ctx.emit(OpStarted(op.id, self.row))
+        self.ctx.emit(OpFinished(op.id, self.row, hits[self.row], from_result_cache=True))
+        return hits[self.row]
+
+    async def _tool(self, op: ToolCallOp) -> str:
+        args = await self._gather(v for _, v in op.args)
+        if self.ctx.tools is None:
+            raise ToolError(f"tool {op.name!r} needs a tool callback (run it over the Session "
+                            "RPC, which forwards tool calls to the client)")
+        self.ctx.emit(OpStarted(op.id, self.row))
+        text_args = {k: V.output_text(args[v]) for k, v in op.args}
+        result = await self.ctx.tools(ToolCall(f"tool-{next(_tool_ids)}", op.name, text_args,
+                                               op.id, self.row))
+        self.ctx.emit(OpFinished(op.id, self.row, result))
+        return result
+
+    async def _llm(self, op_id: str, llm: LlmOp):
+        template = self.ctx.prepared.calls.templates[op_id]
+        refs = [s.op_id for s in template if isinstance(s, Ref)]
+        values = await self._gather(refs)
+        prompt_value = await self.value(llm.prompt)
+        self.ctx.emit(OpStarted(op_id, self.row))
+        started = time.perf_counter()
+        n = V.num_elements(op_id, values)
+        if n is None:
+            results = [await self._one_call(op_id, llm, values, prompt_value, 0)]
+        else:
+            results = await asyncio.gather(*(
+                self._one_call(op_id, llm, V.element_values(values, i),
+                               _element(prompt_value, i), i) for i in range(n)))
+        outputs = [r[0] for r in results]
+        value = outputs[0] if n is None else outputs
+        self.ctx.emit(OpFinished(
+            op_id, self.row, V.output_text(value),
+            prompt_tokens=sum(r[1] for r in results), cached_tokens=sum(r[2] for r in results),
+            output_tokens=sum(r[3] for r in results),
+            from_result_cache=all(r[4] for r in results),
+            latency_ms=(time.perf_counter() - started) * 1000.0))
+        return value
+
+    async def _one_call(self, op_id: str, llm: LlmOp, values: dict, prompt_value, item: int):
+        """(output value, prompt tokens, cached tokens, output tokens, from result cache)."""
+        run = self.ctx
+        segments = substitute(run.prepared.calls.templates[op_id], values, run.prepared.chat_format)
+        text = "".join(segments)
+        use_cache = run.options.prompt_cache and llm.config.is_deterministic
+        found = run.caches.prompt_cache.lookup(llm.model, text, llm.config) if use_cache else None
+        if found is not None:
+            run.stats.num_result_cache_hits += 1
+            return _with_history(llm, prompt_value, found), 0, 0, 0, True
+        prompt = run.prepared.tokenizer.encode_segments(segments)
+        on_text = None
+        if run.options.stream_tokens:
+            def on_text(delta: str) -> None:
+                run.emit(TokenDelta(op_id, self.row, delta, item))
+        outcome = await run.dispatcher.call(call_id(op_id, self.row), item, llm, prompt, on_text)
+        run.caches.output_lengths.observe(op_id, outcome.num_output_tokens)
+        if use_cache:
+            run.caches.prompt_cache.store(llm.model, text, llm.config, outcome.text)
+        return (_with_history(llm, prompt_value, outcome.text), outcome.num_prompt_tokens,
+                outcome.num_cached_tokens, outcome.num_output_tokens, False)
+
+
+def _element(value, index: int):
+    return value[index] if V.is_text_list(value) else value
+
+
+def _with_history(llm: LlmOp, prompt_value, reply: str):
+    """The reply, or with ``return_history`` the conversation including it."""
+    if not llm.return_history:
+        return reply
+    conversation = list(prompt_value) if V.is_conversation(prompt_value) else \
+        [{"role": "user", "content": V.output_text(prompt_value)}]
+    return conversation + [{"role": "assistant", "content": reply}]
