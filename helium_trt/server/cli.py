@@ -13,6 +13,7 @@ import sys
 # Order here is the order `helium-trt --help` lists them.
 COMMAND_MODULES = (
     "explain",
+    "run",
     "model",
     "bench_engine",
     "triton",

@@ -1,0 +1,146 @@
+"""`helium-trt run FILE`: run a workflow on the embedded CPU engine with every optimization on
+(or some off with --no-OPT), showing progress on stderr, then print each row's outputs and the
+run statistics (``--stats-json PATH`` writes them as JSON)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from helium_trt.api.convert import load_request_file, load_rows_file
+from helium_trt.api.events import run_request_inputs
+from helium_trt.errors import HeliumError, ModelNotFoundError
+from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
+
+# --no-X flag -> RunOptions field turned off.
+_SWITCHES = {
+    "prompt-cache": "prompt_cache",
+    "cache-aware-scheduling": "cache_aware_scheduling",
+    "proactive-warming": "proactive_warming",
+    "retention-priorities": "retention_priorities",
+    "kv-prefix-reuse": "kv_prefix_reuse",
+}
+_RULE_FLAGS = ("eliminate-dead-ops", "merge-identical-ops", "fold-constants", "prune-switches")
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run", help="run a workflow on the embedded engine",
+                              description=__doc__)
+    p.add_argument("file", help="workflow file (YAML/JSON RunRequest or Workflow)")
+    p.add_argument("--rows", help="rows file (YAML/JSON list, or .jsonl); replaces the file's rows")
+    p.add_argument("--stats-json", metavar="PATH", help="write the run statistics as JSON")
+    p.add_argument("--model", metavar="DIR", help="model directory (default: $HELIUM_MODEL_DIR "
+                   "or ./models/SmolLM2-135M-Instruct)")
+    p.add_argument("--naive", action="store_true",
+                   help="every optimization off, one call at a time (the baseline)")
+    p.add_argument("--max-inflight", type=int, default=16, help="LLM calls in flight (default 16)")
+    p.add_argument("--quiet", action="store_true", help="no progress display")
+    for flag in (*_SWITCHES, *_RULE_FLAGS):
+        p.add_argument(f"--no-{flag}", action="store_true", help=f"turn off {flag}")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        request = load_request_file(args.file)
+        plan, rows, options = run_request_inputs(request)
+        if args.rows:
+            rows = load_rows_file(args.rows)
+        options = _apply_flags(options, args)
+        engine = _open_engine(args.model)
+    except HeliumError as exc:
+        print(f"helium-trt run: {exc}", file=sys.stderr)
+        return 2
+    try:
+        stats = asyncio.run(_run(plan, rows, options, engine, args.quiet))
+    except HeliumError as exc:
+        print(f"helium-trt run: {exc}", file=sys.stderr)
+        return 2
+    if args.stats_json:
+        Path(args.stats_json).write_text(json.dumps(asdict(stats), indent=2) + "\n")
+    return 1 if stats.num_rows_failed else 0
+
+
+def _apply_flags(options, args):
+    from helium_trt.runtime.options import naive_options
+
+    if args.naive:
+        return naive_options()
+    changes = {field: False for flag, field in _SWITCHES.items()
+               if getattr(args, "no_" + flag.replace("-", "_"))}
+    rules = {flag.replace("-", "_") for flag in _RULE_FLAGS
+             if getattr(args, "no_" + flag.replace("-", "_"))}
+    if not changes.get("prompt_cache", True):
+        rules.add("fetch_cached_results")
+    return replace(options, **changes, disabled_rules=options.disabled_rules | rules,
+                   max_inflight=args.max_inflight)
+
+
+def _open_engine(model_dir: str | None):
+    from helium_trt.engine.config import EngineConfig, default_model_dir
+    from helium_trt.engine.embedded import EmbeddedEngine
+
+    path = Path(model_dir) if model_dir else default_model_dir()
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"no model at {str(path)!r}: run `helium-trt model fetch` "
+                                 "(or pass --model DIR / set HELIUM_MODEL_DIR)")
+    return EmbeddedEngine(EngineConfig(model_dir=str(path)))
+
+
+async def _run(plan, rows, options, engine, quiet: bool) -> RunStats:
+    from helium_trt.runtime.workflow import run_workflow
+
+    progress = _Progress(quiet)
+    stats = None
+    try:
+        async for event in run_workflow(plan, [engine], rows=rows, options=options):
+            progress.update(event)
+            if isinstance(event, RowOutput):
+                progress.clear()
+                print(f"row {event.row}:")
+                for name, text in event.outputs.items():
+                    print(f"  {name}: {text}")
+            elif isinstance(event, RunError):
+                progress.clear()
+                print(f"row {event.row}: error in {event.op_id or '-'}: {event.message}",
+                      file=sys.stderr)
+            elif isinstance(event, RunStats):
+                stats = event
+    finally:
+        await engine.close()
+    progress.clear()
+    print("stats:")
+    for key, value in asdict(stats).items():
+        print(f"  {key}: {round(value, 2) if isinstance(value, float) else value}")
+    return stats
+
+
+class _Progress:
+    """One self-rewriting stderr line: LLM calls done/started and output tokens per second."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet or not sys.stderr.isatty()
+        self.started = self.done = self.tokens = 0
+        self.t0 = time.perf_counter()
+
+    def update(self, event) -> None:
+        if isinstance(event, OpStarted):
+            self.started += 1
+        elif isinstance(event, OpFinished):
+            self.done += 1
+            self.tokens += event.output_tokens
+        else:
+            return
+        if not self.quiet:
+            rate = self.tokens / max(time.perf_counter() - self.t0, 1e-6)
+            sys.stderr.write(f"\r  calls {self.done}/{self.started}  {rate:,.0f} tok/s ")
+            sys.stderr.flush()
+
+    def clear(self) -> None:
+        if not self.quiet:
+            sys.stderr.write("\r\033[K")
