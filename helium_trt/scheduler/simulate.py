@@ -14,7 +14,7 @@ class SimulatedCache:
     def __init__(self, block_size: int, capacity_blocks: int) -> None:
         self.block_size = block_size
         self.capacity_blocks = capacity_blocks
-        self._last_use: dict[int, int] = {}
+        self._last_use: dict[int, tuple[int, int]] = {}
         self._clock = 0
 
     def copy(self) -> "SimulatedCache":
@@ -36,8 +36,9 @@ class SimulatedCache:
         """Cache every full block of ``tokens``; returns how many leading tokens were resident."""
         self._clock += 1
         resident = self.num_resident(tokens)
-        for key in self._block_keys(tokens):
-            self._last_use[key] = self._clock
+        # Deeper blocks of one insert look older: a prefix outlives its extensions (leaf-first).
+        for depth, key in enumerate(self._block_keys(tokens)):
+            self._last_use[key] = (self._clock, -depth)
         self._evict()
         return resident
 
