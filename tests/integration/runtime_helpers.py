@@ -1,0 +1,76 @@
+"""Helpers for runtime tests: a tiny model with a long context, engines, and run collection."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+import pytest
+
+from helium_trt.api.convert import plan_from_proto
+from helium_trt.api.helium.v1 import workflow_pb2
+from helium_trt.engine.config import EngineConfig
+from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
+from helium_trt.runtime.workflow import run_workflow
+from google.protobuf import json_format
+
+
+@pytest.fixture(scope="session")
+def long_tiny_model_dir(tmp_path_factory):
+    """The tiny model with a 4096-token window, so the example workflows' prompts fit."""
+    from helium_trt.engine.tiny_model import TinyModelConfig, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_long"),
+                            TinyModelConfig(max_position_embeddings=4096))
+
+
+def make_engine(model_dir, num_blocks=1024):
+    from helium_trt.engine.embedded import EmbeddedEngine
+
+    return EmbeddedEngine(EngineConfig(model_dir=str(model_dir), num_blocks=num_blocks,
+                                       max_num_batched_tokens=512))
+
+
+@dataclass
+class RunResult:
+    outputs: dict[int, dict[str, str]] = field(default_factory=dict)
+    errors: list[RunError] = field(default_factory=list)
+    started: list[OpStarted] = field(default_factory=list)
+    finished: list[OpFinished] = field(default_factory=list)
+    stats: RunStats | None = None
+    events: list = field(default_factory=list)
+
+
+async def collect(plan, engines, **kwargs) -> RunResult:
+    out = RunResult()
+    async for event in run_workflow(plan, engines, **kwargs):
+        out.events.append(event)
+        if isinstance(event, RowOutput):
+            out.outputs[event.row] = event.outputs
+        elif isinstance(event, RunError):
+            out.errors.append(event)
+        elif isinstance(event, OpStarted):
+            out.started.append(event)
+        elif isinstance(event, OpFinished):
+            out.finished.append(event)
+        elif isinstance(event, RunStats):
+            out.stats = event
+    return out
+
+
+def run_on_fresh_engines(model_dir, plan, num_engines=1, **kwargs) -> RunResult:
+    async def go():
+        engines = [make_engine(model_dir) for _ in range(num_engines)]
+        try:
+            return await collect(plan, engines, **kwargs)
+        finally:
+            for e in engines:
+                await e.close()
+
+    return asyncio.run(go())
+
+
+def workflow(ops: list[dict], rows=(), name="inline"):
+    """A plan from protobuf-JSON operator dicts (as a workflow file would hold them)."""
+    proto = json_format.ParseDict({"name": name, "ops": ops}, workflow_pb2.Workflow())
+    return plan_from_proto(proto, tuple(rows))

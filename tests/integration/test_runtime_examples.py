@@ -1,0 +1,29 @@
+"""Every example workflow: an optimized run gives exactly the naive sequential run's outputs
+(greedy decoding, real tiny model) while computing fewer prefill tokens."""
+
+from pathlib import Path
+
+import pytest
+from runtime_helpers import long_tiny_model_dir, run_on_fresh_engines  # noqa: F401
+
+from helium_trt.api.convert import load_request_file, plan_from_proto, rows_from_proto
+from helium_trt.runtime.options import RunOptions, naive_options
+
+EXAMPLES = sorted((Path(__file__).parents[2] / "examples").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_optimized_run_matches_naive_and_computes_less(path, long_tiny_model_dir):
+    request = load_request_file(path)
+    rows = rows_from_proto(request.rows)[: 1 if path.stem == "trading" else 2]
+    plan = plan_from_proto(request.workflow, rows)
+    fast = run_on_fresh_engines(long_tiny_model_dir, plan, options=RunOptions())
+    naive = run_on_fresh_engines(long_tiny_model_dir, plan, options=naive_options())
+    assert not fast.errors and not naive.errors
+    assert fast.outputs == naive.outputs and len(fast.outputs) == len(rows)
+    s, n = fast.stats, naive.stats
+    assert s.prefill_tokens_computed < n.prefill_tokens_computed
+    assert s.prefill_tokens_reused > 0 and n.prefill_tokens_reused == 0
+    assert s.prefill_tokens_minimum == n.prefill_tokens_minimum
+    assert s.prefill_tokens_computed >= s.prefill_tokens_minimum * 0.9
+    assert s.num_llm_calls == n.num_llm_calls and s.planning_ms > 0 and s.wall_ms > 0
