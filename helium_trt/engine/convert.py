@@ -8,6 +8,7 @@ state dict, config and tokenizer are written out by hand because transformers re
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -80,7 +81,12 @@ def convert_gguf(gguf_path: Path, out: Path, progress: Callable[[str], None] = p
         state.pop("lm_head.weight", None)
     progress(f"writing {len(state)} tensors to {out / 'model.safetensors'} ...")
     save_file(state, str(out / "model.safetensors"), metadata={"format": "pt"})
-    model.config.to_json_file(str(out / "config.json"))
+    config = model.config.to_dict()
+    # The weights written are plain dequantized tensors: drop the GGUF quantization marker, or
+    # transformers would treat the directory as a packed GGUF checkpoint.
+    config.pop("quantization_config", None)
+    config["dtype"] = "float32"
+    (out / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
     tokenizer.save_pretrained(str(out))
     if not (out / "tokenizer.json").is_file():
         tokenizer.backend_tokenizer.save(str(out / "tokenizer.json"))
