@@ -1,0 +1,317 @@
+"""TritonEngine: the Engine protocol over Triton's gRPC streaming API, for any model speaking the
+tensorrtllm_backend contract (TensorRT-LLM on a GPU node, or the CPU stand-in in model_repo/).
+
+Text never crosses the wire: the tokenizer is loaded locally from a model directory
+(tokenizer.json), as tensorrtllm_backend's preprocessing model does, and the LLM model sees token
+ids only. Each request gets its own gRPC stream, because cancelling the stream is how Triton
+cancels a request (and how TensorRT-LLM frees its KV blocks). Stop strings are matched here on
+the decoded text, the same way the embedded engine matches them; stop token ids and extra EOS
+ids travel as TensorRT-LLM stop words.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import AsyncIterator, Sequence
+
+import grpc
+import numpy as np
+import tritonclient.grpc as grpcclient
+import tritonclient.grpc.aio as grpcclient_aio
+from tritonclient.utils import InferenceServerException
+
+from helium_trt.engine.base import (
+    EngineInfo,
+    EngineRequest,
+    RequestResult,
+    RetentionRange,
+    SamplingConfig,
+    TokenDelta,
+    WarmResult,
+)
+from helium_trt.engine.output_text import OutputText
+from helium_trt.engine.tokenizer import HFTokenizer
+from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
+from helium_trt.engine.validation import validate_request
+from helium_trt.errors import EngineUnavailableError, ModelNotFoundError
+
+# TensorRT-LLM's default tokens_per_block when the model config does not say.
+DEFAULT_TRTLLM_BLOCK_SIZE = 32
+_FINAL_FLAG = "triton_final_response"
+
+
+@dataclass(frozen=True, slots=True)
+class TritonEngineConfig:
+    """Where the model is and what the client must know about it.
+
+    ``block_size`` / ``num_blocks`` None read the model's ``tokens_per_block`` / ``num_blocks``
+    config parameters (the stand-in has them), else TensorRT-LLM's default block size and room for
+    one full-length sequence. ``max_model_len`` None reads max_position_embeddings from
+    ``tokenizer_dir``/config.json.
+    """
+
+    url: str
+    tokenizer_dir: str
+    model_name: str = "tensorrt_llm"
+    block_size: int | None = None
+    num_blocks: int | None = None
+    max_model_len: int | None = None
+    request_timeout_s: float | None = None
+
+
+class TritonEngine:
+    """Build with ``await TritonEngine.connect(config)``; use from that event loop only."""
+
+    def __init__(self, config: TritonEngineConfig, client, info: EngineInfo, tokenizer: HFTokenizer,
+                 end_id: int | None, pad_id: int):
+        self.config = config
+        self.info = info
+        self.tokenizer = tokenizer
+        self._client = client
+        self._end_id = end_id
+        self._pad_id = pad_id
+        self._extra_stop_ids = tuple(t for t in info.eos_token_ids if t != end_id)
+        self._calls: dict[str, object] = {}
+        self._cancelled: set[str] = set()
+        self._warm_ids = itertools.count()
+        self._ledger = _PrefixLedger(info.block_size, info.num_blocks)
+
+    @classmethod
+    async def connect(cls, config: TritonEngineConfig) -> TritonEngine:
+        """Check the server and model are ready; raises EngineUnavailableError / ModelNotFoundError."""
+        tokenizer_dir = Path(config.tokenizer_dir)
+        model_json = _read_json(tokenizer_dir / "config.json")
+        tokenizer = HFTokenizer.from_dir(tokenizer_dir, _as_ids(model_json.get("eos_token_id")))
+        client = grpcclient_aio.InferenceServerClient(config.url)
+        try:
+            if not await client.is_server_ready():
+                raise EngineUnavailableError(f"Triton at {config.url} is not ready")
+            if not await client.is_model_ready(config.model_name):
+                raise ModelNotFoundError(f"Triton at {config.url} has no ready model {config.model_name!r}")
+            params = (await client.get_model_config(config.model_name, as_json=True))["config"].get("parameters", {})
+        except InferenceServerException as exc:
+            await client.close()
+            raise EngineUnavailableError(f"Triton at {config.url}: {exc.message()}") from exc
+        except BaseException:
+            await client.close()
+            raise
+        info = _engine_info(config, params, model_json, tokenizer)
+        end_id = _special_id(tokenizer, tokenizer_dir, "eos_token", info.eos_token_ids[0] if info.eos_token_ids else None)
+        pad_id = _special_id(tokenizer, tokenizer_dir, "pad_token", model_json.get("pad_token_id"))
+        return cls(config, client, info, tokenizer, end_id, pad_id if pad_id is not None else (end_id or 0))
+
+    # ---- Engine protocol -----------------------------------------------------------------------
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        """Validate now (raising InvalidRequestError), then stream once iterated."""
+        validate_request(request, self.info, self.info.vocab_size)
+        return self._stream(request)
+
+    async def warm(self, prompt_token_ids: Sequence[int],
+                   retention_ranges: Sequence[RetentionRange] = ()) -> WarmResult:
+        """Prefill ``prompt_token_ids``; TensorRT-LLM needs one output token, which is dropped."""
+        request = EngineRequest(
+            request_id=f"__warm-{next(self._warm_ids)}", prompt_token_ids=tuple(prompt_token_ids),
+            sampling=SamplingConfig(max_tokens=1, ignore_eos=True), retention_ranges=tuple(retention_ranges),
+        )
+        result = None
+        async for item in self.generate(request):
+            result = item
+        if result.finish_reason == "error":
+            raise EngineUnavailableError(f"warm-up failed: {result.error}")
+        return WarmResult(result.num_prompt_tokens, result.num_cached_tokens, result.num_computed_tokens)
+
+    async def cancel(self, request_id: str) -> None:
+        call = self._calls.get(request_id)
+        if call is not None:
+            self._cancelled.add(request_id)
+            call.cancel()
+
+    def num_resident_tokens(self, token_ids: Sequence[int]) -> int:
+        """Estimate: leading full blocks this client has sent (Triton does not expose the cache)."""
+        return self._ledger.num_resident_tokens(token_ids)
+
+    def num_free_blocks(self) -> int:
+        """Estimate: configured blocks minus those this client believes it filled."""
+        return max(0, self.info.num_blocks - len(self._ledger))
+
+    async def close(self) -> None:
+        for request_id in list(self._calls):
+            await self.cancel(request_id)
+        await self._client.close()
+
+    # ---- internals -----------------------------------------------------------------------------
+
+    async def _stream(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        rid = request.request_id
+        state = _StreamState(OutputText(self.tokenizer, request.sampling.stop_strings))
+        try:
+            async for delta in self._receive(request, state):
+                yield delta
+        finally:
+            call = self._calls.pop(rid, None)
+            if call is not None and state.finish_reason is None:
+                call.cancel()  # the caller stopped listening: let Triton free the request
+        flushed = state.text.flush()
+        if flushed:
+            yield TokenDelta(rid, (), flushed)
+        self._cancelled.discard(rid)
+        if state.finish_reason != "error":
+            self._ledger.add(request.prompt_token_ids)
+        yield self._result(request, state)
+
+    async def _receive(self, request: EngineRequest, state: _StreamState) -> AsyncIterator[TokenDelta]:
+        rid = request.request_id
+        tensors = request_to_tensors(request, self._end_id, self._pad_id, self._extra_stop_ids)
+        message = {"model_name": self.config.model_name, "inputs": _infer_inputs(tensors), "request_id": rid}
+
+        async def one_request():
+            yield message
+
+        call = self._client.stream_infer(one_request(), stream_timeout=self.config.request_timeout_s)
+        self._calls[rid] = call
+        try:
+            async for result, error in call:
+                if error is not None:
+                    state.fail(error.message())
+                    return
+                response = result.get_response()
+                update = response_to_update({o.name: result.as_numpy(o.name) for o in response.outputs})
+                if update.num_reused_blocks is not None:
+                    state.num_reused_blocks = update.num_reused_blocks
+                if update.token_ids:
+                    state.token_ids.extend(update.token_ids)
+                    text = state.text.update(state.token_ids)
+                    yield TokenDelta(rid, update.token_ids, text.delta)
+                    if text.stopped:
+                        state.finish_reason = "stop"
+                        call.cancel()
+                        return
+                if response.parameters[_FINAL_FLAG].bool_param:
+                    state.finish_reason = self._natural_finish(request, state.token_ids)
+                    return
+            state.fail("the stream ended before the final response")
+        except asyncio.CancelledError:
+            if rid not in self._cancelled:
+                raise
+            state.finish_reason = "cancelled"
+        except grpc.aio.AioRpcError as exc:
+            if rid in self._cancelled or exc.code() == grpc.StatusCode.CANCELLED:
+                state.finish_reason = "cancelled"
+            else:
+                state.fail(f"{exc.code().name}: {exc.details()}")
+        except InferenceServerException as exc:
+            state.fail(exc.message())
+
+    def _natural_finish(self, request: EngineRequest, token_ids: list[int]) -> str:
+        s = request.sampling
+        if token_ids and token_ids[-1] in (set(s.stop_token_ids) | set(self._extra_stop_ids)):
+            return "stop"
+        return "length" if len(token_ids) >= s.max_tokens else "stop"
+
+    def _result(self, request: EngineRequest, state: _StreamState) -> RequestResult:
+        num_prompt = len(request.prompt_token_ids)
+        num_cached = min(num_prompt, (state.num_reused_blocks or 0) * self.info.block_size)
+        return RequestResult(
+            request_id=request.request_id, output_token_ids=tuple(state.token_ids), text=state.text.text,
+            num_prompt_tokens=num_prompt, num_cached_tokens=num_cached,
+            num_computed_tokens=num_prompt - num_cached,
+            finish_reason=state.finish_reason or "error", error=state.error,
+        )
+
+
+@dataclass(slots=True)
+class _StreamState:
+    text: OutputText
+    token_ids: list[int] = field(default_factory=list)
+    num_reused_blocks: int | None = None
+    finish_reason: str | None = None
+    error: str | None = None
+
+    def fail(self, message: str) -> None:
+        self.finish_reason, self.error = "error", message
+
+
+class _PrefixLedger:
+    """Full blocks of prompts sent to the server, most recent last, at most ``capacity`` of them.
+
+    NOTE: an estimate. The server evicts by its own policy; what it reports back per request
+    (reused blocks) corrects the accounting of that request, not this view.
+    """
+
+    def __init__(self, block_size: int, capacity: int):
+        self._block_size = block_size
+        self._capacity = capacity
+        self._blocks: OrderedDict[int, None] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._blocks)
+
+    def add(self, token_ids: Sequence[int]) -> None:
+        for key in self._keys(token_ids):
+            self._blocks[key] = None
+            self._blocks.move_to_end(key)
+        while len(self._blocks) > self._capacity:
+            self._blocks.popitem(last=False)
+
+    def num_resident_tokens(self, token_ids: Sequence[int]) -> int:
+        num_blocks = 0
+        for key in self._keys(token_ids):
+            if key not in self._blocks:
+                break
+            num_blocks += 1
+        return num_blocks * self._block_size
+
+    def _keys(self, token_ids: Sequence[int]) -> list[int]:
+        keys, key, bs = [], 0, self._block_size
+        for start in range(0, len(token_ids) - bs + 1, bs):
+            key = hash((key, tuple(token_ids[start:start + bs])))
+            keys.append(key)
+        return keys
+
+
+def _infer_inputs(tensors: dict[str, np.ndarray]) -> list:
+    inputs = []
+    for name, array in tensors.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), grpcclient.np_to_triton_dtype(array.dtype))
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    return inputs
+
+
+def _engine_info(config: TritonEngineConfig, params: dict, model_json: dict, tokenizer: HFTokenizer) -> EngineInfo:
+    def param(key: str) -> int | None:
+        value = params.get(key, {}).get("string_value", "").strip()
+        return int(value) if value.lstrip("-").isdigit() and int(value) > 0 else None
+
+    block_size = config.block_size or param("tokens_per_block") or DEFAULT_TRTLLM_BLOCK_SIZE
+    max_model_len = config.max_model_len or model_json.get("max_position_embeddings") or 2048
+    num_blocks = config.num_blocks or param("num_blocks") or -(-max_model_len // block_size)
+    return EngineInfo(
+        model_name=config.model_name, block_size=block_size, num_blocks=num_blocks,
+        max_model_len=max_model_len, vocab_size=model_json.get("vocab_size") or tokenizer.vocab_size,
+        eos_token_ids=tokenizer.eos_token_ids,
+    )
+
+
+def _special_id(tokenizer: HFTokenizer, tokenizer_dir: Path, key: str, fallback) -> int | None:
+    token = _read_json(tokenizer_dir / "tokenizer_config.json").get(key)
+    if isinstance(token, dict):  # AddedToken serialized as a dict
+        token = token.get("content")
+    token_id = tokenizer.token_to_id(token) if isinstance(token, str) else None
+    return token_id if token_id is not None else (int(fallback) if fallback is not None else None)
+
+
+def _as_ids(value) -> list[int]:
+    if value is None:
+        return []
+    return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+
+def _read_json(path: Path) -> dict:
+    return json.loads(path.read_text()) if path.is_file() else {}
