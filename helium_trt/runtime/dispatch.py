@@ -28,7 +28,7 @@ from helium_trt.scheduler import Schedule, retention_spans, warm_spans
 # NOTE: the Engine protocol has no per-request switch for prefix reuse. When an engine's
 # EngineRequest grows a ``cache_salt`` field we send a fresh salt per call; until then a run
 # with kv_prefix_reuse off is *accounted* as reuse-free (every prompt token counted computed)
-# and everything that creates reuse on purpose (warming, retention, ordering) is off too.
+# and warming and retention priorities are off too (prepare_run); order keeps its own switch.
 _HAS_SALT = "cache_salt" in {f.name for f in fields(EngineRequest)}
 
 
