@@ -1,0 +1,82 @@
+"""EXPLAIN for workflows: the plan before and after each rule, the templated radix tree and the
+shared static prefixes, as text or one JSON object (pure: the CLI and the gRPC service share it)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from helium_trt.cache.trt import TemplatedRadixTree, build_trt
+from helium_trt.optimizer.base import OptimizeContext
+from helium_trt.optimizer.describe import describe_op, op_to_json
+from helium_trt.optimizer.driver import OptimizeResult, optimize
+from helium_trt.plan.chat import CHATML
+from helium_trt.plan.graph import Plan
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    result: OptimizeResult
+    tree: TemplatedRadixTree
+    planning_ms: float
+
+
+def explain(plan: Plan, *, disabled: frozenset[str] = frozenset(),
+            ctx: OptimizeContext | None = None) -> Explanation:
+    """Optimize ``plan`` and build its TRT, timing both together as planning time."""
+    ctx = ctx or OptimizeContext(chat_format=CHATML)
+    start = time.perf_counter()
+    result = optimize(plan, ctx=ctx, disabled=disabled)
+    tree = build_trt(result.plan, ctx.chat_format)
+    planning_ms = (time.perf_counter() - start) * 1000.0
+    return Explanation(result, tree, planning_ms)
+
+
+def to_text(ex: Explanation, *, verbose: bool = False) -> str:
+    before = ex.result.input_plan
+    lines = [f"== plan before optimization ({len(before)} ops, {len(before.llm_ops)} LLM ops)"]
+    lines += [f"  {describe_op(op)}" for op in before.ops]
+    for t in ex.result.trace:
+        if t.disabled:
+            lines.append(f"== rule {t.name}: disabled")
+            continue
+        if not t.did_change and not verbose:
+            continue
+        lines.append(f"== rule {t.name} ({t.elapsed_ms:.2f} ms): -{len(t.removed)} removed, "
+                     f"+{len(t.added)} added, ~{len(t.changed)} changed")
+        lines += [f"  - {op_id}" for op_id in t.removed]
+        shown = t.plan.ops if verbose else [t.plan.by_id[i] for i in (*t.added, *t.changed)]
+        marks = {**{i: "+" for i in t.added}, **{i: "~" for i in t.changed}}
+        lines += [f"  {marks.get(op.id, ' ')} {describe_op(op)}" for op in shown]
+    after = ex.result.plan
+    lines.append(f"== plan after optimization ({len(after)} ops, {len(after.llm_ops)} LLM ops)")
+    lines += [f"  {describe_op(op)}" for op in after.ops]
+    lines.append("== templated radix tree")
+    lines.append(ex.tree.render())
+    lines.append("== shared static prefixes")
+    for p in ex.tree.shared_prefixes():
+        lines.append(f"  {p.num_chars} chars, {len(p.consumers)} consumers: "
+                     f"{', '.join(p.consumers)}\n    {_ends(p.text)}")
+    lines.append(f"== planning time {ex.planning_ms:.2f} ms (optimize + radix tree)")
+    return "\n".join(lines)
+
+
+def to_json(ex: Explanation) -> dict:
+    return {
+        "ops_before": [op_to_json(op) for op in ex.result.input_plan.ops],
+        "ops_after": [op_to_json(op) for op in ex.result.plan.ops],
+        "rules": [{"name": t.name, "removed": list(t.removed), "added": list(t.added),
+                   "changed": list(t.changed), "elapsed_ms": round(t.elapsed_ms, 3)}
+                  for t in ex.result.trace if t.did_change],
+        "disabled_rules": sorted({t.name for t in ex.result.trace if t.disabled}),
+        "trt": ex.tree.to_json(),
+        "shared_prefixes": [{"text": p.text, "consumers": list(p.consumers),
+                             "num_chars": p.num_chars} for p in ex.tree.shared_prefixes()],
+        "planning_ms": round(ex.planning_ms, 3),
+    }
+
+
+def _ends(text: str, width: int = 36) -> str:
+    """Start and end of a long prefix: shared prefixes mostly differ in how they end."""
+    text = text.replace("\n", "\\n")
+    return repr(text) if len(text) <= 2 * width else f"{text[:width]!r} .. {text[-width:]!r}"
