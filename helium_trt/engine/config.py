@@ -21,7 +21,8 @@ class EngineConfig:
 
     ``num_blocks`` None sizes the KV pool from ``kv_cache_mb``. ``max_model_len`` None uses the
     model's max_position_embeddings. ``num_threads`` None keeps torch's setting (one per core).
-    ``dtype`` is "float32" or "bfloat16".
+    ``dtype`` is "float32" or "bfloat16". ``enable_prefix_caching`` False turns KV reuse
+    between requests off (a baseline).
     """
 
     model_dir: str | None = None
@@ -33,6 +34,7 @@ class EngineConfig:
     max_model_len: int | None = None
     num_threads: int | None = None
     dtype: str = "float32"
+    enable_prefix_caching: bool = True
 
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir is not None else default_model_dir()

@@ -32,14 +32,15 @@ Event = TokenDelta | RequestResult
 
 
 class EngineCore:
-    def __init__(self, scheduler: Scheduler, runner: ModelRunner, tokenizer: Tokenizer, limits: CoreLimits):
+    def __init__(self, scheduler: Scheduler, runner: ModelRunner, tokenizer: Tokenizer, limits: CoreLimits,
+                 lock: threading.RLock | None = None):
         self.scheduler = scheduler
         self.kv: KVManager = scheduler.kv
         self.runner = runner
         self.tokenizer = tokenizer
         self.limits = limits
         # Re-entrant: the asyncio side delivers events while still holding it in a few places.
-        self.lock = threading.RLock()
+        self.lock = lock if lock is not None else threading.RLock()
         self._seqs: dict[str, Sequence] = {}
         self._texts: dict[str, OutputText] = {}
         self._num_arrivals = 0

@@ -49,14 +49,40 @@ class EmbeddedEngine:
     Build with ``EmbeddedEngine(EngineConfig(model_dir=...))``; ``close()`` stops its thread.
     """
 
-    def __init__(self, config: EngineConfig = EngineConfig()):
+    def __init__(self, config: EngineConfig = EngineConfig(), model=None):
+        """``model``: an already loaded model to share (weights are read-only; each engine
+        allocates its own KV cache), e.g. engines built one after another by the benchmark.
+
+        Loading happens on the engine thread; errors (ModelNotFoundError, MalformedModelError)
+        are raised here.
+        """
         if config.dtype not in _DTYPES:
             raise InvalidRequestError(f"dtype {config.dtype!r} is not one of {sorted(_DTYPES)}")
         if config.num_threads is not None:
             torch.set_num_threads(config.num_threads)
-        model_dir = config.resolved_model_dir()
         self.config = config
-        self.model = load_model(model_dir, _DTYPES[config.dtype])
+        self._lock = threading.RLock()
+        self._wakeup = threading.Condition(self._lock)
+        self._streams: dict[str, _Stream] = {}
+        self._closing = False
+        self._warm_ids = itertools.count()
+        self._started = threading.Event()
+        self._startup_error: BaseException | None = None
+        self._thread = threading.Thread(target=self._thread_main, args=(model,), name="helium-engine",
+                                        daemon=True)
+        self._thread.start()
+        self._started.wait()
+        if self._startup_error is not None:
+            self._thread.join()
+            raise self._startup_error
+
+    def _build(self, model) -> None:
+        # NOTE: every torch op of the engine, loading included, runs on the engine thread. Torch's
+        # OpenMP pool belongs to the thread that first computes; computing on a second thread
+        # later made a batch-1 decode step ~1.5x slower on 2 cores.
+        config = self.config
+        model_dir = config.resolved_model_dir()
+        self.model = model if model is not None else load_model(model_dir, _DTYPES[config.dtype])
         mc = self.model.config
         self.tokenizer = HFTokenizer.from_dir(model_dir, mc.eos_token_ids)
         num_blocks = config.num_blocks or _blocks_for_budget(config, self.model)
@@ -66,17 +92,11 @@ class EmbeddedEngine:
             max_model_len=max_model_len, vocab_size=mc.vocab_size,
             eos_token_ids=self.tokenizer.eos_token_ids,
         )
-        kv = KVManager(num_blocks, config.block_size)
+        kv = KVManager(num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), kv)
         runner = ModelRunner(self.model, num_blocks, config.block_size)
         self._core = EngineCore(scheduler, runner, self.tokenizer,
-                                CoreLimits(max_model_len, self.tokenizer.eos_token_ids))
-        self._streams: dict[str, _Stream] = {}
-        self._wakeup = threading.Condition(self._core.lock)
-        self._closing = False
-        self._warm_ids = itertools.count()
-        self._thread = threading.Thread(target=self._run_loop, name="helium-engine", daemon=True)
-        self._thread.start()
+                                CoreLimits(max_model_len, self.tokenizer.eos_token_ids), lock=self._lock)
 
     # ---- Engine protocol -----------------------------------------------------------------------
 
@@ -154,6 +174,16 @@ class EmbeddedEngine:
             result = self._core.cancel(request_id)
             if result is not None:
                 self._deliver([result])
+
+    def _thread_main(self, model) -> None:
+        try:
+            self._build(model)
+        except BaseException as exc:  # handed to the constructor, which raises it
+            self._startup_error = exc
+            return
+        finally:
+            self._started.set()
+        self._run_loop()
 
     def _run_loop(self) -> None:
         with torch.inference_mode():

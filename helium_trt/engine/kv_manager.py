@@ -13,8 +13,11 @@ from helium_trt.engine.sequence import Sequence
 
 
 class KVManager:
-    def __init__(self, num_blocks: int, block_size: int):
+    def __init__(self, num_blocks: int, block_size: int, enable_prefix_caching: bool = True):
+        """``enable_prefix_caching`` False: no block is shared or kept after its request (the
+        benchmark's naive baseline); every prompt token is computed."""
         self.block_size = block_size
+        self.enable_prefix_caching = enable_prefix_caching
         self.pool = BlockPool(num_blocks)
         self.tree = TokenRadixTree(self.pool, block_size)
 
@@ -35,8 +38,7 @@ class KVManager:
     def try_admit(self, seq: Sequence, now: float) -> bool:
         """Reuse the cached prefix and allocate blocks for all of ``seq``'s current tokens."""
         tokens = seq.token_ids
-        match = self.tree.match_prefix(tokens)
-        matched = list(match.block_ids)
+        matched = list(self.tree.match_prefix(tokens).block_ids) if self.enable_prefix_caching else []
         # A request that samples needs the logits of its last token, so it computes at least it.
         if not seq.is_warm_only and len(matched) * self.block_size >= len(tokens):
             matched.pop()
@@ -69,7 +71,7 @@ class KVManager:
         """Put newly completed blocks of ``seq`` into the tree, switching to the tree's copies."""
         num_full = seq.num_computed_tokens // self.block_size
         start = seq.num_inserted_blocks
-        if num_full <= start:
+        if num_full <= start or not self.enable_prefix_caching:
             return
         tokens = seq.token_ids[:num_full * self.block_size]
         # The tree walks from the root; blocks below ``start`` are already there and unchanged.
