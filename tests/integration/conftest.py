@@ -1,0 +1,89 @@
+"""Integration fixtures: one real tritonserver per test session, shared by every Triton test.
+
+By default the server runs model_repo/ (the CPU stand-in ``tensorrt_llm`` on the tiny model) and
+records each request's input tensors. scripts/test_gpu_trtllm.sh points the same tests at a GPU
+deployment through the environment:
+
+- HELIUM_TEST_TRITON_URL: use a server already running there instead of starting one;
+- HELIUM_TEST_TRITON_REPO: start the server on this model repository instead of model_repo/;
+- HELIUM_TEST_MODEL_DIR: the Hugging Face directory of the served model (tokenizer, and the
+  weights the in-process reference engine loads); default: the tiny model.
+
+Tests that need the stand-in's request record skip against any other deployment.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class TritonDeployment:
+    """A running Triton server with a tensorrt_llm-contract model, as the tests see it."""
+
+    grpc_url: str
+    model_dir: Path
+    record_path: Path | None  # None unless the CPU stand-in is recording requests
+    log_path: Path | None
+
+    @property
+    def is_standin(self) -> bool:
+        return self.record_path is not None
+
+    def recorded_inputs(self, request_id: str) -> dict:
+        """The input tensors the stand-in received for ``request_id`` (name -> dtype/shape/values)."""
+        if self.record_path is None:
+            pytest.skip("only the CPU stand-in records the tensors it receives")
+        entries = [json.loads(line) for line in self.record_path.read_text().splitlines()]
+        matches = [e["inputs"] for e in entries if e["request_id"] == request_id]
+        assert matches, f"the stand-in received no request {request_id!r}"
+        return matches[-1]
+
+    def engine_config(self, **overrides):
+        from helium_trt.engine.triton import TritonEngineConfig
+
+        return TritonEngineConfig(url=self.grpc_url, tokenizer_dir=str(self.model_dir), **overrides)
+
+
+@pytest.fixture(scope="session")
+def triton_model_dir(tiny_model_dir) -> Path:
+    return Path(os.environ.get("HELIUM_TEST_MODEL_DIR") or tiny_model_dir)
+
+
+@pytest.fixture(scope="session")
+def triton_server(triton_model_dir, tmp_path_factory):
+    """Start tritonserver once for the session (or use $HELIUM_TEST_TRITON_URL); yields a TritonDeployment."""
+    pytest.importorskip("tritonclient.grpc")
+    url = os.environ.get("HELIUM_TEST_TRITON_URL")
+    if url:
+        yield TritonDeployment(url, triton_model_dir, None, None)
+        return
+    from helium_trt.engine.config import MODEL_DIR_ENV
+    from helium_trt.engine.trtllm_standin import RECORD_PATH_ENV
+    from helium_trt.errors import EngineUnavailableError
+    from helium_trt.server.triton_launcher import TritonLaunchConfig, TritonServer, find_tritonserver
+
+    try:
+        install = find_tritonserver()
+    except EngineUnavailableError as exc:
+        pytest.skip(str(exc))
+    if int(np.__version__.split(".")[0]) >= 2:
+        pytest.skip(f"numpy {np.__version__}: Triton's Python backend stub needs numpy<2")
+    custom_repo = os.environ.get("HELIUM_TEST_TRITON_REPO")
+    workdir = tmp_path_factory.mktemp("triton")
+    record_path = None if custom_repo else workdir / "requests.jsonl"
+    env = {MODEL_DIR_ENV: str(triton_model_dir)}
+    if record_path is not None:
+        env[RECORD_PATH_ENV] = str(record_path)
+    config = TritonLaunchConfig(model_repo=Path(custom_repo or REPO_ROOT / "model_repo"), env=env,
+                                log_path=workdir / "tritonserver.log")
+    with TritonServer(config, install) as server:
+        yield TritonDeployment(server.grpc_url, triton_model_dir, record_path, server.log_path)
