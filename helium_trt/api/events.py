@@ -38,3 +38,39 @@ def event_to_proto(event: ev.Event) -> service_pb2.RunEvent:
         data["code"] = service_pb2.ErrorCode.Value(f"ERROR_CODE_{event.code}")
     message = getattr(service_pb2, type(getattr(service_pb2.RunEvent(), field)).__name__)(**data)
     return service_pb2.RunEvent(**{field: message})
+
+
+_FROM_ONEOF = {name: cls for cls, name in _ONEOF.items()}
+
+
+def event_from_proto(message: service_pb2.RunEvent) -> ev.Event | None:
+    """The runtime event of a RunEvent (None for a ToolCall, which has no runtime twin)."""
+    field = message.WhichOneof("event")
+    cls = _FROM_ONEOF.get(field)
+    if cls is None:
+        return None
+    payload = getattr(message, field)
+    data = {f.name: getattr(payload, f.name) for f in payload.DESCRIPTOR.fields}
+    if cls is ev.RunError:
+        data["code"] = service_pb2.ErrorCode.Name(payload.code).removeprefix("ERROR_CODE_")
+    if cls is ev.RowOutput:
+        data["outputs"] = dict(payload.outputs)
+    return cls(**data)
+
+
+def run_options_to_proto(options: RunOptions) -> service_pb2.RunOptions:
+    """Inverse of ``run_options_from_proto`` (rules map back to their switches)."""
+    rules = options.disabled_rules
+    return service_pb2.RunOptions(
+        optimizations=service_pb2.Optimizations(
+            disable_eliminate_dead_ops="eliminate_dead_ops" in rules,
+            disable_merge_identical_ops="merge_identical_ops" in rules,
+            disable_fold_constants="fold_constants" in rules,
+            disable_prune_switches="prune_switches" in rules,
+            disable_prompt_cache=not options.prompt_cache or "fetch_cached_results" in rules,
+            disable_cache_aware_scheduling=not options.cache_aware_scheduling,
+            disable_proactive_warming=not options.proactive_warming,
+            disable_retention_priorities=not options.retention_priorities,
+            disable_kv_prefix_reuse=not options.kv_prefix_reuse),
+        priority=options.priority, deadline_ms=options.deadline_ms or 0,
+        stream_tokens=options.stream_tokens)

@@ -14,6 +14,7 @@ import sys
 COMMAND_MODULES = (
     "explain",
     "run",
+    "serve",
     "model",
     "bench_engine",
     "triton",

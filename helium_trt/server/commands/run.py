@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helium_trt.api.convert import load_request_file, load_rows_file
 from helium_trt.api.events import run_request_inputs
-from helium_trt.errors import HeliumError, ModelNotFoundError
+from helium_trt.errors import EngineUnavailableError, HeliumError, ModelNotFoundError
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
 
 # --no-X flag -> RunOptions field turned off.
@@ -39,6 +39,8 @@ def register(subparsers) -> None:
     p.add_argument("--naive", action="store_true",
                    help="every optimization off, one call at a time (the baseline)")
     p.add_argument("--max-inflight", type=int, default=16, help="LLM calls in flight (default 16)")
+    p.add_argument("--server", metavar="HOST:PORT",
+                   help="run on a `helium-trt serve` instance over gRPC instead of in-process")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     for flag in (*_SWITCHES, *_RULE_FLAGS):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"turn off {flag}")
@@ -52,12 +54,15 @@ def run(args: argparse.Namespace) -> int:
         if args.rows:
             rows = load_rows_file(args.rows)
         options = _apply_flags(options, args)
-        engine = _open_engine(args.model)
+        if args.server:
+            events = _remote_events(args.server, request, rows, options)
+        else:
+            events = _local_events(plan, rows, options, _open_engine(args.model))
     except HeliumError as exc:
         print(f"helium-trt run: {exc}", file=sys.stderr)
         return 2
     try:
-        stats = asyncio.run(_run(plan, rows, options, engine, args.quiet))
+        stats = asyncio.run(_run(events, args.quiet))
     except HeliumError as exc:
         print(f"helium-trt run: {exc}", file=sys.stderr)
         return 2
@@ -92,13 +97,46 @@ def _open_engine(model_dir: str | None):
     return EmbeddedEngine(EngineConfig(model_dir=str(path)))
 
 
-async def _run(plan, rows, options, engine, quiet: bool) -> RunStats:
+async def _local_events(plan, rows, options, engine):
     from helium_trt.runtime.workflow import run_workflow
 
+    try:
+        async for event in run_workflow(plan, [engine], rows=rows, options=options):
+            yield event
+    finally:
+        await engine.close()
+
+
+async def _remote_events(address: str, request, rows, options):
+    """The run's events from a helium.v1 server, as runtime events (same display as local)."""
+    import grpc
+
+    from helium_trt.api.convert import rows_to_proto
+    from helium_trt.api.events import event_from_proto, run_options_to_proto
+    from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
+    from helium_trt.errors import EngineUnavailableError, InvalidWorkflowError
+
+    message = service_pb2.RunRequest(workflow=request.workflow, rows=rows_to_proto(rows),
+                                     options=run_options_to_proto(options))
+    async with grpc.aio.insecure_channel(address) as channel:
+        stub = service_pb2_grpc.HeliumServiceStub(channel)
+        try:
+            async for proto in stub.Run(message):
+                event = event_from_proto(proto)
+                if event is not None:
+                    yield event
+        except grpc.aio.AioRpcError as exc:
+            cls = InvalidWorkflowError if exc.code() in (
+                grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
+                grpc.StatusCode.NOT_FOUND) else EngineUnavailableError
+            raise cls(f"{address}: {exc.code().name}: {exc.details()}") from None
+
+
+async def _run(events, quiet: bool) -> RunStats:
     progress = _Progress(quiet)
     stats = None
     try:
-        async for event in run_workflow(plan, [engine], rows=rows, options=options):
+        async for event in events:
             progress.update(event)
             if isinstance(event, RowOutput):
                 progress.clear()
@@ -112,8 +150,9 @@ async def _run(plan, rows, options, engine, quiet: bool) -> RunStats:
             elif isinstance(event, RunStats):
                 stats = event
     finally:
-        await engine.close()
-    progress.clear()
+        progress.clear()
+    if stats is None:
+        raise EngineUnavailableError("the run ended without statistics")
     print("stats:")
     for key, value in asdict(stats).items():
         print(f"  {key}: {round(value, 2) if isinstance(value, float) else value}")

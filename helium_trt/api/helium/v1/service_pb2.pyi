@@ -298,7 +298,7 @@ class StatsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class StatsResponse(_message.Message):
-    __slots__ = ("num_runs", "num_llm_calls", "prefill_tokens_computed", "prefill_tokens_reused", "kv_hit_rate", "result_cache_hits", "result_cache_misses", "result_cache_bytes", "queue_depth", "num_registered_workflows")
+    __slots__ = ("num_runs", "num_llm_calls", "prefill_tokens_computed", "prefill_tokens_reused", "kv_hit_rate", "result_cache_hits", "result_cache_misses", "result_cache_bytes", "queue_depth", "num_registered_workflows", "kv_blocks_held", "kv_blocks_total")
     NUM_RUNS_FIELD_NUMBER: _ClassVar[int]
     NUM_LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
     PREFILL_TOKENS_COMPUTED_FIELD_NUMBER: _ClassVar[int]
@@ -309,6 +309,8 @@ class StatsResponse(_message.Message):
     RESULT_CACHE_BYTES_FIELD_NUMBER: _ClassVar[int]
     QUEUE_DEPTH_FIELD_NUMBER: _ClassVar[int]
     NUM_REGISTERED_WORKFLOWS_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_HELD_FIELD_NUMBER: _ClassVar[int]
+    KV_BLOCKS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     num_runs: int
     num_llm_calls: int
     prefill_tokens_computed: int
@@ -319,4 +321,6 @@ class StatsResponse(_message.Message):
     result_cache_bytes: int
     queue_depth: int
     num_registered_workflows: int
-    def __init__(self, num_runs: _Optional[int] = ..., num_llm_calls: _Optional[int] = ..., prefill_tokens_computed: _Optional[int] = ..., prefill_tokens_reused: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., result_cache_hits: _Optional[int] = ..., result_cache_misses: _Optional[int] = ..., result_cache_bytes: _Optional[int] = ..., queue_depth: _Optional[int] = ..., num_registered_workflows: _Optional[int] = ...) -> None: ...
+    kv_blocks_held: int
+    kv_blocks_total: int
+    def __init__(self, num_runs: _Optional[int] = ..., num_llm_calls: _Optional[int] = ..., prefill_tokens_computed: _Optional[int] = ..., prefill_tokens_reused: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., result_cache_hits: _Optional[int] = ..., result_cache_misses: _Optional[int] = ..., result_cache_bytes: _Optional[int] = ..., queue_depth: _Optional[int] = ..., num_registered_workflows: _Optional[int] = ..., kv_blocks_held: _Optional[int] = ..., kv_blocks_total: _Optional[int] = ...) -> None: ...

@@ -1,0 +1,96 @@
+"""`helium-trt serve`: the helium.v1 gRPC service (with health and reflection) on the embedded
+CPU engine, or on Triton endpoints serving the tensorrt_llm tensor contract (`--engine triton
+--url HOST:PORT`, repeatable: each URL is one worker for the scheduler's placement)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from helium_trt.errors import HeliumError
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("serve", help="start the helium.v1 gRPC service",
+                              description=__doc__)
+    p.add_argument("--address", default="127.0.0.1:50051",
+                   help="host:port to listen on (default 127.0.0.1:50051; port 0 picks one)")
+    p.add_argument("--engine", choices=("embedded", "triton"), default="embedded",
+                   help="embedded CPU engine (default) or Triton tensorrt_llm endpoints")
+    p.add_argument("--model", metavar="DIR", help="model directory: weights for the embedded "
+                   "engine, tokenizer for Triton (default: $HELIUM_MODEL_DIR or "
+                   "./models/SmolLM2-135M-Instruct)")
+    p.add_argument("--workers", type=int, default=1,
+                   help="embedded engines sharing one copy of the weights (default 1)")
+    p.add_argument("--url", action="append", default=[], metavar="HOST:PORT",
+                   help="Triton gRPC endpoint (repeatable), with --engine triton")
+    p.add_argument("--triton-model", default="tensorrt_llm",
+                   help="Triton model name (default tensorrt_llm)")
+    p.add_argument("--kv-cache-mb", type=int, default=512, help="embedded KV pool per worker")
+    p.add_argument("--max-rows", type=int, default=1024, help="rows per request limit")
+    p.add_argument("--max-ops", type=int, default=2048, help="operators per request limit")
+    p.add_argument("--max-message-mb", type=int, default=64, help="gRPC message size limit")
+    p.add_argument("--port-file", metavar="PATH",
+                   help="write the bound port here once serving (for scripts and tests)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        return asyncio.run(_serve(args))
+    except HeliumError as exc:
+        print(f"helium-trt serve: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 0
+
+
+async def open_engines(args: argparse.Namespace) -> list:
+    """The engines ``args`` ask for (shared by `serve` and `run --engine triton`)."""
+    from helium_trt.engine.config import default_model_dir
+    from helium_trt.errors import InvalidWorkflowError, ModelNotFoundError
+
+    model_dir = Path(args.model) if args.model else default_model_dir()
+    if not (model_dir / "config.json").is_file():
+        raise ModelNotFoundError(f"no model at {str(model_dir)!r}: run `helium-trt model fetch` "
+                                 "(or pass --model DIR / set HELIUM_MODEL_DIR)")
+    if args.engine == "triton":
+        from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
+
+        if not args.url:
+            raise InvalidWorkflowError("--engine triton needs at least one --url HOST:PORT",
+                                       field="--url")
+        return [await TritonEngine.connect(TritonEngineConfig(
+            url=u, tokenizer_dir=str(model_dir), model_name=args.triton_model)) for u in args.url]
+    from helium_trt.engine.config import EngineConfig
+    from helium_trt.engine.embedded import EmbeddedEngine
+
+    config = EngineConfig(model_dir=str(model_dir), kv_cache_mb=args.kv_cache_mb)
+    first = EmbeddedEngine(config)
+    return [first] + [EmbeddedEngine(config, model=first.model) for _ in range(args.workers - 1)]
+
+
+async def _serve(args: argparse.Namespace) -> int:
+    from helium_trt.server.core import HeliumCore
+    from helium_trt.server.grpc_service import ServerLimits, start_server
+
+    limits = ServerLimits(max_rows=args.max_rows, max_ops=args.max_ops,
+                          max_message_bytes=args.max_message_mb << 20)
+    core = HeliumCore(await open_engines(args))
+    server, port = await start_server(core, args.address, limits)
+    host = args.address.rsplit(":", 1)[0]
+    print(f"helium-trt: serving helium.v1.HeliumService on {host}:{port} "
+          f"({args.engine} engine, {len(core.engines)} worker(s))", file=sys.stderr, flush=True)
+    if args.port_file:
+        Path(args.port_file).write_text(f"{port}\n")
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop(grace=2.0)
+    await core.close()
+    return 0

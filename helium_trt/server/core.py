@@ -1,0 +1,195 @@
+"""HeliumCore: the server's state behind HeliumService and the Triton `helium` model.
+
+Owns the engines, the cross-request caches (prompt results, observed output lengths), the
+registered (warm) workflows and the server-wide counters; turns helium.v1 requests into runtime
+calls and runtime events into helium.v1 events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import asdict, dataclass
+from typing import AsyncIterator, Awaitable, Callable, Sequence
+
+from helium_trt.api.convert import plan_from_proto, rows_from_proto
+from helium_trt.api.events import event_to_proto, run_request_inputs
+from helium_trt.api.helium.v1 import service_pb2
+from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY, Engine, RetentionRange
+from helium_trt.errors import InvalidWorkflowError
+from helium_trt.optimizer import OptimizeContext, optimize
+from helium_trt.optimizer.explain import explain, to_json, to_text
+from helium_trt.plan.ops import LlmOp
+from helium_trt.plan.prompt import llm_prompt_template
+from helium_trt.runtime.calls import SegmentTokenizer
+from helium_trt.runtime.events import RunError, RunStats
+from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
+from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
+
+ProtoToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolResult]]
+
+# Prefixes registered with Warm(keep=true) outrank every per-run priority but the maximum.
+KEEP_WARM_PRIORITY = 90
+
+
+@dataclass
+class _Counters:
+    num_runs: int = 0
+    num_llm_calls: int = 0
+    prefill_tokens_computed: int = 0
+    prefill_tokens_reused: int = 0
+    inflight_runs: int = 0
+
+    def add(self, stats: RunStats) -> None:
+        self.num_llm_calls += stats.num_llm_calls
+        self.prefill_tokens_computed += stats.prefill_tokens_computed
+        self.prefill_tokens_reused += stats.prefill_tokens_reused
+
+
+class HeliumCore:
+    """Runs, explains and warms helium.v1 requests on ``engines`` (one per worker)."""
+
+    def __init__(self, engines: Sequence[Engine], caches: RuntimeCaches | None = None):
+        if not engines:
+            raise ValueError("HeliumCore needs at least one engine")
+        self.engines = list(engines)
+        self.caches = caches if caches is not None else RuntimeCaches()
+        self._counters = _Counters()
+        self._registered: dict[str, int] = {}  # workflow name -> static prefixes kept warm
+
+    async def run(self, request: service_pb2.RunRequest,
+                  tools: ProtoToolCallback | None = None) -> AsyncIterator[service_pb2.RunEvent]:
+        """Stream the run's events; a deadline ends it with a DEADLINE_EXCEEDED error event.
+
+        Raises InvalidWorkflowError before any event for a malformed request. Closing the
+        iterator (client cancel) cancels the run, which cancels its engine requests.
+        """
+        plan, rows, options = run_request_inputs(request)
+        deadline_s = options.deadline_ms / 1000.0 if options.deadline_ms else None
+        events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,
+                              tools=_adapt_tools(tools))
+        self._counters.num_runs += 1
+        self._counters.inflight_runs += 1
+        try:
+            async with asyncio.timeout(deadline_s):
+                async for event in events:
+                    if isinstance(event, RunStats):
+                        self._counters.add(event)
+                    yield event_to_proto(event)
+        except TimeoutError:
+            yield event_to_proto(RunError(
+                "DEADLINE_EXCEEDED", f"the run passed its deadline of {options.deadline_ms} ms"))
+        finally:
+            self._counters.inflight_runs -= 1
+            await events.aclose()
+
+    async def explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse:
+        plan, rows, options = run_request_inputs(request.request)
+        fmt = chat_format_of(self.engines[0])
+        ctx = OptimizeContext(chat_format=fmt, prompt_cache=self.caches.prompt_cache
+                              if options.prompt_cache else None)
+        ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
+        prepared = prepare_run(plan, rows, self.engines, options, self.caches) if rows else None
+        tok = SegmentTokenizer(self.engines[0].tokenizer)
+        body = to_json(ex)
+        for entry in body["shared_prefixes"]:
+            entry["num_tokens"] = len(tok.encode(entry["text"]))
+        text = to_text(ex, verbose=request.verbose)
+        if prepared is not None:
+            body["schedule"] = _schedule_json(prepared)
+            text += "\n== schedule\n" + _schedule_text(body["schedule"])
+        return service_pb2.ExplainResponse(
+            text=text, json=json.dumps(body), planning_ms=ex.planning_ms,
+            rules=[service_pb2.RuleChange(rule=r["name"], removed=r["removed"], added=r["added"],
+                                          changed=r["changed"], ms=r["elapsed_ms"])
+                   for r in body["rules"]],
+            shared_prefixes=[service_pb2.SharedPrefix(text=p["text"], num_tokens=p["num_tokens"],
+                                                      consumers=p["consumers"])
+                             for p in body["shared_prefixes"]])
+
+    async def warm(self, request: service_pb2.WarmRequest) -> service_pb2.WarmResponse:
+        """Prefill every LLM operator's static prefix on every engine.
+
+        With ``keep`` the prefixes hold KEEP_WARM_PRIORITY with no expiry, so per-run traffic
+        with default priority evicts around them; without it they get the default priority.
+        """
+        if not request.workflow.ops:
+            raise InvalidWorkflowError("the workflow has no operators", field="workflow.ops")
+        prefixes = self._static_prefixes(request.workflow)
+        priority = KEEP_WARM_PRIORITY if request.keep else DEFAULT_RETENTION_PRIORITY
+        computed = cached = 0
+        for engine in self.engines:
+            for tokens in prefixes:
+                result = await engine.warm(tokens, (RetentionRange(0, None, priority, None),))
+                computed += result.num_computed_tokens
+                cached += result.num_cached_tokens
+        if request.keep:
+            self._registered[request.workflow.name or f"workflow-{len(self._registered)}"] = \
+                len(prefixes)
+        return service_pb2.WarmResponse(num_prefixes=len(prefixes), tokens_computed=computed,
+                                        tokens_already_cached=cached)
+
+    def stats(self) -> service_pb2.StatsResponse:
+        c = self._counters
+        total = c.prefill_tokens_computed + c.prefill_tokens_reused
+        cache = self.caches.prompt_cache.stats()
+        return service_pb2.StatsResponse(
+            num_runs=c.num_runs, num_llm_calls=c.num_llm_calls,
+            prefill_tokens_computed=c.prefill_tokens_computed,
+            prefill_tokens_reused=c.prefill_tokens_reused,
+            kv_hit_rate=c.prefill_tokens_reused / total if total else 0.0,
+            result_cache_hits=cache.num_hits, result_cache_misses=cache.num_misses,
+            result_cache_bytes=cache.num_bytes, queue_depth=c.inflight_runs,
+            num_registered_workflows=len(self._registered),
+            kv_blocks_held=sum(e.info.num_blocks - e.num_free_blocks() for e in self.engines),
+            kv_blocks_total=sum(e.info.num_blocks for e in self.engines))
+
+    def _static_prefixes(self, workflow) -> list[tuple[int, ...]]:
+        plan = optimize(plan_from_proto(workflow, ())).plan
+        fmt = chat_format_of(self.engines[0])
+        tok = SegmentTokenizer(self.engines[0].tokenizer)
+        block = self.engines[0].info.block_size
+        found: dict[tuple[int, ...], None] = {}
+        for op in plan.ops:
+            if not isinstance(op, LlmOp):
+                continue
+            template = llm_prompt_template(plan, op, fmt)
+            literal = template[0] if template and isinstance(template[0], str) else ""
+            tokens = tok.encode(literal)
+            if len(tokens) >= block:  # NOTE: less than a block cannot be cached
+                found[tokens] = None
+        return list(found)
+
+    async def close(self) -> None:
+        for engine in self.engines:
+            await engine.close()
+
+
+def _adapt_tools(tools: ProtoToolCallback | None):
+    if tools is None:
+        return None
+
+    async def call(tc: ToolCall) -> str:
+        result = await tools(service_pb2.ToolCall(call_id=tc.call_id, name=tc.name, args=tc.args,
+                                                  op_id=tc.op_id, row=tc.row))
+        if result.error:
+            raise ToolError(result.error)
+        return result.output
+
+    return call
+
+
+def _schedule_json(prepared) -> dict:
+    s = prepared.schedule
+    return {
+        "order": list(s.order),
+        "warm_prefixes": [len(w.tokens) for w in s.warm],
+        "estimate": asdict(s.estimate) if s.estimate is not None else None,
+    }
+
+
+def _schedule_text(schedule: dict) -> str:
+    order = schedule["order"]
+    head = ", ".join(order[:12]) + (f", ... ({len(order)} calls)" if len(order) > 12 else "")
+    return (f"  order: {head}\n  warm-ups: {len(schedule['warm_prefixes'])} prefixes, "
+            f"{sum(schedule['warm_prefixes'])} tokens\n  estimate: {schedule['estimate']}")
