@@ -22,6 +22,6 @@ def embedded_engine(tiny_model_dir):
     from helium_trt.engine.embedded import EmbeddedEngine
 
     engine = EmbeddedEngine(EngineConfig(model_dir=str(tiny_model_dir), num_blocks=256,
-                                         max_num_batched_tokens=128))
+                                         max_num_batched_tokens=128, dtype="float32"))
     yield engine
     asyncio.run(engine.close())
