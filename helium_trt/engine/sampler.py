@@ -33,20 +33,20 @@ def sample(logits: torch.Tensor, configs: list[SamplingConfig],
 
 def _sample_row(logits: torch.Tensor, config: SamplingConfig, generator: torch.Generator) -> int:
     scaled = logits / config.temperature
-    if config.top_k > 0 and config.top_k < scaled.shape[-1]:
-        kth = torch.topk(scaled, config.top_k).values[-1]
-        scaled = scaled.masked_fill(scaled < kth, float("-inf"))
+    candidates = None  # token ids of a reduced candidate set, best first
+    if 0 < config.top_k < scaled.shape[-1]:
+        scaled, candidates = torch.topk(scaled, config.top_k)
     probs = torch.softmax(scaled, dim=-1)
     if config.top_p < 1.0:
-        sorted_probs, order = torch.sort(probs, descending=True)
-        cumulative = sorted_probs.cumsum(dim=-1)
+        if candidates is None:
+            probs, candidates = torch.sort(probs, descending=True)
         # Keep the smallest head of the distribution whose mass reaches top_p (at least one).
-        drop = (cumulative - sorted_probs) >= config.top_p
-        sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-        probs = torch.zeros_like(probs).scatter_(0, order, sorted_probs)
+        drop = (probs.cumsum(dim=-1) - probs) >= config.top_p
+        probs = probs.masked_fill(drop, 0.0)
     # NOTE: exactly one uniform draw per token (inverse CDF), so the stream stays aligned
     # however the distribution is shaped.
     uniform = torch.rand(1, generator=generator, dtype=torch.float64).item()
     cdf = probs.double().cumsum(dim=0)
     index = int(torch.searchsorted(cdf, uniform * cdf[-1].item(), right=True).item())
-    return min(index, probs.shape[-1] - 1)
+    index = min(index, probs.shape[-1] - 1)
+    return int(candidates[index]) if candidates is not None else index
