@@ -77,6 +77,9 @@ class EngineCore:
             sched = self.scheduler.schedule(time.monotonic())
             if sched.is_empty:
                 return []
+            if not (sched.prefills or sched.decodes):
+                # Only warm-ups whose prompt was fully cached: nothing to compute.
+                return self._postprocess(sched, StepResult({}), time.monotonic())
         try:
             result = self.runner.run(sched)
         except Exception as exc:  # keep serving others: fail only this step's requests
