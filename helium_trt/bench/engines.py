@@ -1,0 +1,135 @@
+"""Engine wrappers for the benchmark: a recorder of every call, and the OpWise admission gate.
+
+Both wrap any Engine and forward the protocol; the runtime sees an ordinary engine.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from dataclasses import dataclass, field
+from typing import AsyncIterator, Mapping, Sequence
+
+from helium_trt.engine.base import (
+    Engine, EngineRequest, RequestResult, RetentionRange, TokenDelta, WarmResult,
+)
+
+
+def op_of(request_id: str) -> str:
+    """The operator id in a runtime request id ``{op_id}#{row}.{item}.{n}``."""
+    return request_id.split("#", 1)[0]
+
+
+class _Forwarding:
+    def __init__(self, engine: Engine) -> None:
+        self.inner = engine
+        self.info = engine.info
+        self.tokenizer = engine.tokenizer
+
+    async def warm(self, prompt_token_ids: Sequence[int],
+                   retention_ranges: Sequence[RetentionRange] = ()) -> WarmResult:
+        return await self.inner.warm(prompt_token_ids, retention_ranges)
+
+    async def cancel(self, request_id: str) -> None:
+        await self.inner.cancel(request_id)
+
+    def num_resident_tokens(self, token_ids: Sequence[int]) -> int:
+        return self.inner.num_resident_tokens(token_ids)
+
+    def num_free_blocks(self) -> int:
+        return self.inner.num_free_blocks()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+
+@dataclass
+class CallLog:
+    """What the engine was asked and did: prompts, prefill and decode tokens, warm-ups."""
+
+    prompts: list[tuple[int, ...]] = field(default_factory=list)
+    num_computed: int = 0
+    num_cached: int = 0
+    num_decoded: int = 0
+    num_warm_computed: int = 0
+    num_calls: int = 0
+
+
+class RecordingEngine(_Forwarding):
+    """Counts every call's prompt and prefill tokens as the engine reports them."""
+
+    def __init__(self, engine: Engine, log: CallLog) -> None:
+        super().__init__(engine)
+        self.log = log
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        return self._record(request, self.inner.generate(request))
+
+    async def _record(self, request, stream) -> AsyncIterator[TokenDelta | RequestResult]:
+        async for item in stream:
+            if isinstance(item, RequestResult):
+                self.log.num_calls += 1
+                self.log.prompts.append(tuple(request.prompt_token_ids))
+                self.log.num_computed += item.num_computed_tokens
+                self.log.num_cached += item.num_cached_tokens
+                self.log.num_decoded += len(item.output_token_ids)
+            yield item
+
+    async def warm(self, prompt_token_ids: Sequence[int],
+                   retention_ranges: Sequence[RetentionRange] = ()) -> WarmResult:
+        result = await self.inner.warm(prompt_token_ids, retention_ranges)
+        self.log.num_warm_computed += result.num_computed_tokens
+        return result
+
+
+class OpWiseGate(_Forwarding):
+    """Admits LLM calls one operator at a time: all of an operator's calls (every row) run
+    together, and the next operator starts only when the engine is idle.
+
+    The next operator is the earliest in ``op_order`` among the calls waiting once the engine
+    has gone idle and the runtime has had ``settle_s`` to submit what became ready.
+    """
+
+    def __init__(self, engine: Engine, op_order: Sequence[str], settle_s: float = 0.005) -> None:
+        super().__init__(engine)
+        self._rank: Mapping[str, int] = {op: i for i, op in enumerate(op_order)}
+        self._settle_s = settle_s
+        self._waiting: dict[str, list[asyncio.Future]] = {}
+        self._current: str | None = None
+        self._num_running = 0
+        self._picking = False
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        return self._gated(request)
+
+    async def _gated(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        op_id = op_of(request.request_id)
+        if op_id != self._current or self._picking:
+            future = asyncio.get_running_loop().create_future()
+            self._waiting.setdefault(op_id, []).append(future)
+            self._schedule_pick()
+            await future
+        self._num_running += 1
+        try:
+            async for item in self.inner.generate(request):
+                yield item
+        finally:
+            self._num_running -= 1
+            if self._num_running == 0:
+                self._current = None
+                self._schedule_pick()
+
+    def _schedule_pick(self) -> None:
+        if self._num_running == 0 and self._current is None and not self._picking:
+            self._picking = True
+            asyncio.get_running_loop().call_later(self._settle_s, self._pick)
+
+    def _pick(self) -> None:
+        self._picking = False
+        if self._num_running or not self._waiting:
+            return
+        op_id = min(self._waiting, key=lambda o: self._rank.get(o, math.inf))
+        self._current = op_id
+        for future in self._waiting.pop(op_id):
+            if not future.done():
+                future.set_result(None)
