@@ -74,8 +74,7 @@ def server_command(config: VllmConfig) -> list[str]:
             "--model", str(config.model_dir), "--served-model-name", "bench",
             "--host", "127.0.0.1", "--port", str(config.port), "--dtype", "bfloat16",
             "--enforce-eager", "--enable-prefix-caching", "--enable-prompt-tokens-details",
-            "--block-size", str(config.block_size), "--max-model-len", str(config.max_model_len),
-            "--disable-log-requests"]
+            "--block-size", str(config.block_size), "--max-model-len", str(config.max_model_len)]
 
 
 @contextmanager

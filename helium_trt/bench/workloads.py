@@ -8,6 +8,8 @@ The static system prompts (200+ tokens each) are the examples' own.
 
 from __future__ import annotations
 
+import copy
+import functools
 import random
 import re
 from dataclasses import dataclass, replace
@@ -34,11 +36,13 @@ _CHUNK_SENTENCES = 4
 
 @dataclass(frozen=True, slots=True)
 class WorkloadSize:
-    """How big one workload instance is: rows, decode cap and (Map-Reduce) fan-out."""
+    """How big one workload instance is: rows, decode cap, (Map-Reduce) fan-out, and how many
+    sentences pad the long columns relative to the default (0: the sample texts as they are)."""
 
     num_rows: int
     max_tokens: int
     fan_out: int | None = None
+    padding: float = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +69,13 @@ def examples_dir() -> Path:
 
 def load_workload(name: str, size: WorkloadSize, seed: int = 0,
                   directory: Path | None = None) -> Workload:
-    data = yaml.safe_load((Path(directory or examples_dir()) / f"{name}.yaml").read_text())
+    data = copy.deepcopy(_read_example(Path(directory or examples_dir()), name))
     if size.fan_out is not None and name == "map_reduce":
         data = _with_experts(data, size.fan_out)
     request = json_format.ParseDict(data, service_pb2.RunRequest())
-    rows = generate_rows(rows_from_proto(request.rows), size.num_rows, seed=hash_seed(name, seed))
+    directory = Path(directory or examples_dir())
+    rows = generate_rows(rows_from_proto(request.rows), size.num_rows, seed=hash_seed(name, seed),
+                         bank=example_sentences(directory), padding=size.padding)
     plan = plan_from_proto(request.workflow, rows)
     return Workload(name, size, cap_max_tokens(plan, size.max_tokens))
 
@@ -79,9 +85,24 @@ def hash_seed(name: str, seed: int) -> int:
     return seed * 1_000_003 + sum((i + 1) * ord(c) for i, c in enumerate(name))
 
 
-def generate_rows(samples: Sequence[dict], num_rows: int, seed: int) -> tuple[dict, ...]:
-    """``num_rows`` rows shaped like ``samples``: long columns padded, every row tagged."""
-    bank = sentence_bank(samples)
+@functools.lru_cache(maxsize=None)
+def _read_example(directory: Path, name: str) -> dict:
+    return yaml.safe_load((directory / f"{name}.yaml").read_text())
+
+
+@functools.lru_cache(maxsize=None)
+def example_sentences(directory: Path) -> tuple[str, ...]:
+    """The sentence bank: every sentence of every example's sample rows."""
+    samples = [row for name in WORKLOAD_NAMES
+               for row in _read_example(directory, name).get("rows", ())]
+    return tuple(sentence_bank(samples))
+
+
+def generate_rows(samples: Sequence[dict], num_rows: int, seed: int,
+                  bank: Sequence[str] | None = None, padding: float = 1.0) -> tuple[dict, ...]:
+    """``num_rows`` rows shaped like ``samples``: long columns padded with sentences of ``bank``
+    (default: the samples' own), every row tagged with its number."""
+    bank = list(bank) if bank is not None else sentence_bank(samples)
     rows = []
     for index in range(num_rows):
         rng = random.Random(seed * 7919 + index)
@@ -90,14 +111,14 @@ def generate_rows(samples: Sequence[dict], num_rows: int, seed: int) -> tuple[di
         for column, value in base.items():
             if not isinstance(value, str):
                 row[column] = value
-            elif column in _PADDED:
-                row[column] = _pad(value, rng.sample(bank, min(_PADDED[column], len(bank))))
-            elif _CHUNK.match(column):
-                row[column] = _pad(value, rng.sample(bank, min(_CHUNK_SENTENCES, len(bank))))
+            elif column in _PADDED or _CHUNK.match(column):
+                count = round(padding * _PADDED.get(column, _CHUNK_SENTENCES))
+                row[column] = _pad(value, rng.sample(bank, min(count, len(bank))))
             else:
                 row[column] = value
-        first = next(iter(row))
-        row[first] = f"{row[first]} (case {index + 1})"
+        tag = next((c for c, v in row.items() if isinstance(v, str) and c not in _PADDED
+                    and not _CHUNK.match(c)), next(iter(row)))
+        row[tag] = f"{row[tag]} (case {index + 1})"
         rows.append(row)
     return tuple(rows)
 

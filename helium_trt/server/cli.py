@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "serve",
     "model",
     "bench_engine",
+    "bench",
     "triton",
 )
 

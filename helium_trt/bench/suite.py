@@ -1,0 +1,113 @@
+"""The benchmark suite end to end: sizes for --quick and full runs, planning time, the report."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+from helium_trt.bench import vllm_server
+from helium_trt.bench.factory import BenchEngines
+from helium_trt.bench.harness import BenchProgress, SystemRun, run_all
+from helium_trt.bench.report import build_report, write_all
+from helium_trt.bench.systems import HELIUM, System, select_systems
+from helium_trt.bench.workloads import WORKLOAD_NAMES, Workload, WorkloadSize, load_workload
+from helium_trt.runtime.options import RunOptions
+from helium_trt.runtime.planning import RuntimeCaches, prepare_run
+
+# --quick: one row each and short replies, so every workload x system fits in ~10 minutes on
+# 2 CPU cores. Full: rows and (Map-Reduce) fan-out varied.
+QUICK_SIZES = {name: (WorkloadSize(1, 8),) for name in WORKLOAD_NAMES}
+FULL_SIZES = {
+    "map_reduce": (WorkloadSize(2, 32, 4), WorkloadSize(2, 32, 14), WorkloadSize(8, 32, 14)),
+    **{name: (WorkloadSize(2, 32), WorkloadSize(8, 32))
+       for name in ("debate", "reflection", "iterative", "parallel")},
+    "trading": (WorkloadSize(1, 32), WorkloadSize(4, 32)),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class SuiteConfig:
+    model_dir: Path
+    quick: bool = True
+    workloads: tuple[str, ...] = WORKLOAD_NAMES
+    systems: tuple[str, ...] | None = None
+    with_vllm: bool | None = None  # None: when the vLLM venv exists
+    dtype: str = "bfloat16"
+    seed: int = 0
+    out_dir: Path = Path("benchmarks/results")
+    json_path: Path | None = None
+    command: str = ""
+    sizes: dict = field(default_factory=dict)  # overrides QUICK/FULL_SIZES (tests)
+
+
+def build_workloads(config: SuiteConfig) -> list[Workload]:
+    sizes = config.sizes or (QUICK_SIZES if config.quick else FULL_SIZES)
+    return [load_workload(name, size, config.seed)
+            for name in config.workloads for size in sizes[name]]
+
+
+def measure_planning(engines: BenchEngines, num_rows: int = 32, repeat: int = 5) -> float:
+    """Median planning time (optimize + calls + schedule) of Trading over ``num_rows`` rows."""
+    workload = load_workload("trading", WorkloadSize(num_rows, 32))
+    engine = engines.build(System(HELIUM, ""), None)
+    import asyncio
+    try:
+        times = [prepare_run(workload.plan, workload.rows, [engine], RunOptions(),
+                             RuntimeCaches()).planning_ms for _ in range(repeat)]
+    finally:
+        asyncio.run(engine.close())
+    return statistics.median(times)
+
+
+def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, list[SystemRun],
+                                                                          dict[str, Path]]:
+    started = time.perf_counter()
+    with_vllm = vllm_server.is_available() if config.with_vllm is None else config.with_vllm
+    notes = ["2 CPU cores shared with other engineers' test runs: absolute times are noisy; "
+             "ratios from one run are the figures to read."]
+    if not with_vllm:
+        notes.append("vLLM peer skipped (no venv at "
+                      f"{vllm_server.venv_path()}; run benchmarks/setup_vllm.sh, or --with-vllm).")
+    systems = select_systems(list(config.systems) if config.systems else None, with_vllm)
+    vllm = None
+    if any(s.engine == "vllm" for s in systems):
+        export = vllm_server.export_bf16(config.model_dir,
+                                         config.model_dir.parent / (config.model_dir.name + "-bf16"))
+        vllm = vllm_server.VllmConfig(venv=vllm_server.venv_path(), model_dir=export,
+                                      log_path=config.out_dir / "vllm_server.log")
+    engines = BenchEngines(config.model_dir, dtype=config.dtype, vllm=vllm)
+    workloads = build_workloads(config)
+    write(f"bench: {len(workloads)} workloads x {len(systems)} systems "
+          f"({', '.join(s.name for s in systems)})")
+    planning_ms = measure_planning(engines) if "trading" in config.workloads else None
+    progress = BenchProgress(len(workloads) * len(systems), write)
+    runs = run_all(workloads, systems, engines, progress)
+    meta = {
+        "command": config.command, "model": config.model_dir.name, "dtype": config.dtype,
+        "quick": config.quick, "seed": config.seed, "with_vllm": with_vllm,
+        "systems": {s.name: s.description for s in systems},
+        "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "total_s": time.perf_counter() - started, "notes": notes,
+        "planning_trading_32_rows_ms": planning_ms,
+        "stem": "bench_quick" if config.quick else "bench_full",
+        "title": f"helium_trt bench{' --quick' if config.quick else ''}: {config.model_dir.name}",
+    }
+    report = build_report(runs, meta)
+    paths = write_all(report, config.out_dir, config.json_path)
+    return report, runs, paths
+
+
+def workload_names(names: Sequence[str] | None) -> tuple[str, ...]:
+    if not names:
+        return WORKLOAD_NAMES
+    unknown = [n for n in names if n not in WORKLOAD_NAMES]
+    if unknown:
+        raise ValueError(f"unknown workload(s) {unknown}; known: {list(WORKLOAD_NAMES)}")
+    return tuple(names)

@@ -1,0 +1,58 @@
+"""`helium-trt bench`: the paper's workloads under helium, its ablations and baselines."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from pathlib import Path
+
+from helium_trt.engine.config import MODEL_DIR_ENV, default_model_dir
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "bench", help="run the workload benchmark (helium vs ablations and baselines); "
+                      "writes markdown, JSON and a plot under benchmarks/results/")
+    parser.add_argument("--quick", action="store_true",
+                        help="one row per workload and short replies (about 10 minutes)")
+    parser.add_argument("--workload", action="append", default=None, metavar="NAME",
+                        help="run only this workload (repeatable)")
+    parser.add_argument("--system", action="append", default=None, metavar="NAME",
+                        help="run only this system (repeatable; 'helium', 'call-level', ...)")
+    parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
+                        help="folder for the markdown, JSON and PNG (default benchmarks/results)")
+    parser.add_argument("--model", type=Path, default=None,
+                        help=f"model directory (default: ${MODEL_DIR_ENV} or {default_model_dir()})")
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    vllm = parser.add_mutually_exclusive_group()
+    vllm.add_argument("--with-vllm", dest="with_vllm", action="store_true", default=None,
+                      help="include the vLLM peer (default: when its venv exists)")
+    vllm.add_argument("--no-vllm", dest="with_vllm", action="store_false")
+    parser.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from helium_trt.bench.suite import SuiteConfig, run_suite, workload_names
+
+    def progress(line: str) -> None:
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        names = workload_names(args.workload)
+        config = SuiteConfig(
+            model_dir=args.model or default_model_dir(), quick=args.quick, workloads=names,
+            systems=tuple(args.system) if args.system else None, with_vllm=args.with_vllm,
+            dtype=args.dtype, out_dir=args.out, json_path=args.json,
+            command="helium-trt bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "")
+        report, _, paths = run_suite(config, progress)
+    except ValueError as exc:
+        print(f"helium-trt bench: {exc}", file=sys.stderr)
+        return 2
+    for target in report["targets"]:
+        mark = "met " if target["met"] else "MISS"
+        print(f"[{mark}] {target['target']}: {target['value']:.2f}  ({target['why']})")
+    for kind, path in paths.items():
+        print(f"{kind}: {path}")
+    return 0

@@ -1,0 +1,69 @@
+"""The benchmark harness end to end on the tiny model: one workload, three systems, real figures."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helium_trt.bench.suite import SuiteConfig, run_suite
+from helium_trt.bench.workloads import WorkloadSize, load_workload
+
+
+# padding=0: the sample texts unpadded, so every prompt fits the tiny model's 1024 positions.
+@pytest.fixture(scope="module")
+def bench(tiny_model_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    config = SuiteConfig(
+        model_dir=tiny_model_dir, workloads=("reflection",), dtype="float32",
+        systems=("helium", "call-level", "naive"), with_vllm=False, out_dir=out,
+        sizes={"reflection": (WorkloadSize(num_rows=2, max_tokens=4, padding=0),)})
+    lines: list[str] = []
+    report, runs, paths = run_suite(config, lines.append)
+    return report, runs, paths, lines
+
+
+def test_generated_rows_are_deterministic_distinct_and_long():
+    a = load_workload("map_reduce", WorkloadSize(3, 8))
+    b = load_workload("map_reduce", WorkloadSize(3, 8))
+    assert a.rows == b.rows
+    assert len({r["question"] for r in a.rows}) == 3
+    assert all(len(r["context"]) > 800 for r in a.rows)  # a few hundred tokens
+    fan = load_workload("map_reduce", WorkloadSize(1, 8, fan_out=4))
+    assert len(fan.plan.llm_ops) == 5  # four experts and the summarizer
+
+
+def test_json_holds_real_figures_per_system(bench):
+    report, _, paths, _ = bench
+    on_disk = json.loads(paths["json"].read_text())
+    assert on_disk["workloads"] == json.loads(json.dumps(report["workloads"]))
+    (systems,) = on_disk["workloads"].values()
+    assert set(systems) == {"helium", "call-level", "naive"}
+    for f in systems.values():
+        assert f["wall_s"] > 0 and f["num_llm_calls"] == 2 * 5 and f["num_rows_failed"] == 0
+        assert f["prefill_minimum"] > 0 and f["decode_tokens"] > 0
+        assert f["ttft_ms"] and all(ms > 0 for ms in f["ttft_ms"].values())
+    helium, naive = systems["helium"], systems["naive"]
+    # Naive recomputes every prompt token; helium computes little more than the trie minimum.
+    assert naive["prefill_reused"] == 0
+    assert naive["prefill_computed"] > helium["prefill_computed"]
+    assert helium["prefill_reused"] > 0 and helium["kv_hit_rate"] > 0
+    assert helium["prefill_efficiency"] > naive["prefill_efficiency"]
+    assert set(helium["speedup"]) == {"call-level", "naive"}
+    assert helium["speedup"]["naive"] == pytest.approx(naive["wall_s"] / helium["wall_s"])
+
+
+def test_greedy_outputs_identical_across_systems_on_one_engine(bench):
+    _, runs, _, _ = bench
+    outputs = {run.system: run.outputs for run in runs}
+    assert len(outputs["helium"]) == 2
+    assert outputs["helium"] == outputs["call-level"] == outputs["naive"]
+
+
+def test_markdown_plot_and_progress(bench):
+    report, _, paths, lines = bench
+    text = paths["markdown"].read_text()
+    assert "| helium |" in text and "| naive |" in text and "## Targets" in text
+    assert "over call-level" in text  # reflection is a primitive: the 1.6x target is listed
+    assert paths["png"].stat().st_size > 1000
+    assert any("reflection" in line and "helium" in line for line in lines)
