@@ -174,7 +174,8 @@ class BenchProgress:
 
 
 def run_all(workloads: Sequence[Workload], systems: Sequence[System], factory: EngineFactory,
-            progress: BenchProgress | None = None) -> list[SystemRun]:
+            progress: BenchProgress | None = None,
+            on_workload: Callable[[list[SystemRun]], None] | None = None) -> list[SystemRun]:
     """Every system on every workload, one at a time: all embedded-engine systems workload by
     workload (in the order given), then each other engine kind in one session."""
     runs: list[SystemRun] = []
@@ -199,4 +200,6 @@ def run_all(workloads: Sequence[Workload], systems: Sequence[System], factory: E
                     runs.append(run)
                     if progress:
                         progress.end(run)
+                if on_workload:  # partial reports survive an interrupted run
+                    on_workload(runs)
     return runs

@@ -87,20 +87,24 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
           f"({', '.join(s.name for s in systems)})")
     planning_ms = measure_planning(engines) if "trading" in config.workloads else None
     progress = BenchProgress(len(workloads) * len(systems), write)
-    runs = run_all(workloads, systems, engines, progress)
     meta = {
         "command": config.command, "model": config.model_dir.name, "dtype": config.dtype,
         "quick": config.quick, "seed": config.seed, "with_vllm": with_vllm,
         "systems": {s.name: s.description for s in systems},
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
-        "total_s": time.perf_counter() - started, "notes": notes,
-        "planning_trading_32_rows_ms": planning_ms,
+        "notes": notes, "planning_trading_32_rows_ms": planning_ms,
         "stem": "bench_quick" if config.quick else "bench_full",
         "title": f"helium_trt bench{' --quick' if config.quick else ''}: {config.model_dir.name}",
     }
-    report = build_report(runs, meta)
-    paths = write_all(report, config.out_dir, config.json_path)
+
+    def report_so_far(runs: list[SystemRun]) -> tuple[dict, dict[str, Path]]:
+        meta["total_s"] = time.perf_counter() - started
+        report = build_report(runs, meta)
+        return report, write_all(report, config.out_dir, config.json_path)
+
+    runs = run_all(workloads, systems, engines, progress, on_workload=report_so_far)
+    report, paths = report_so_far(runs)
     return report, runs, paths
 
 
