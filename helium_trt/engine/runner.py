@@ -19,6 +19,17 @@ class StepResult:
     sampled: dict[int, int]  # id(seq) -> token id
 
 
+@dataclass(slots=True)
+class PreparedStep:
+    """The tensors of one forward pass and which rows to sample for which sequences."""
+
+    input_ids: torch.Tensor
+    positions: torch.Tensor
+    batch: AttentionBatch
+    sample_rows: torch.Tensor
+    sample_seqs: list[Sequence]
+
+
 class ModelRunner:
     def __init__(self, model: LlamaModel, num_blocks: int, block_size: int):
         self.model = model
@@ -28,11 +39,12 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, sched: SchedulerOutput) -> StepResult:
-        input_ids, positions, batch, sample_rows, sample_seqs = self._prepare(sched)
-        hidden = self.model.forward(input_ids, positions, batch, self.kv_cache)
+        step = self._prepare(sched)
+        hidden = self.model.forward(step.input_ids, step.positions, step.batch, self.kv_cache)
+        sample_seqs = step.sample_seqs
         if not sample_seqs:
             return StepResult({})
-        logits = self.model.logits(hidden[sample_rows])
+        logits = self.model.logits(hidden[step.sample_rows])
         configs = [seq.request.sampling for seq in sample_seqs]
         generators = [self._generator(seq) for seq in sample_seqs]
         token_ids = sample(logits, configs, generators)
@@ -43,7 +55,7 @@ class ModelRunner:
             seq.sampler_state = make_generator(seq.request.sampling)
         return seq.sampler_state  # type: ignore[return-value]
 
-    def _prepare(self, sched: SchedulerOutput):
+    def _prepare(self, sched: SchedulerOutput) -> PreparedStep:
         ids: list[int] = []
         pos: list[int] = []
         slots: list[torch.Tensor] = []
@@ -73,7 +85,7 @@ class ModelRunner:
                 pos.append(len(seq.token_ids) - 1)
             slots.append(decode_slots)
         batch = AttentionBatch(torch.cat(slots), prefills, decode)
-        return torch.tensor(ids), torch.tensor(pos), batch, torch.tensor(sample_rows), sample_seqs
+        return PreparedStep(torch.tensor(ids), torch.tensor(pos), batch, torch.tensor(sample_rows), sample_seqs)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
         """KV slots of positions [start, end)."""
