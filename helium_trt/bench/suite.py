@@ -65,6 +65,23 @@ def measure_planning(engines: BenchEngines, num_rows: int = 32, repeat: int = 5)
     return statistics.median(times)
 
 
+def warm_up(engines: BenchEngines) -> None:
+    """One short untimed call: loads the weights and initialises torch's kernels, so the first
+    measured system does not pay for them."""
+    import asyncio
+    from helium_trt.engine.base import EngineRequest, SamplingConfig
+
+    async def once() -> None:
+        engine = engines.build(System(HELIUM, ""), None)
+        try:
+            ids = tuple(engine.tokenizer.encode("Warm-up: say hello. " * 20))
+            async for _ in engine.generate(EngineRequest("warm-up", ids, SamplingConfig(4))):
+                pass
+        finally:
+            await engine.close()
+    asyncio.run(once())
+
+
 def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, list[SystemRun],
                                                                           dict[str, Path]]:
     started = time.perf_counter()
@@ -85,6 +102,7 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
     workloads = build_workloads(config)
     write(f"bench: {len(workloads)} workloads x {len(systems)} systems "
           f"({', '.join(s.name for s in systems)})")
+    warm_up(engines)
     planning_ms = measure_planning(engines) if "trading" in config.workloads else None
     progress = BenchProgress(len(workloads) * len(systems), write)
     meta = {
