@@ -91,6 +91,8 @@ class EngineCore:
 
     def _postprocess(self, sched: SchedulerOutput, result: StepResult, now: float) -> list[Event]:
         events: list[Event] = []
+        for copy in sched.block_copies:
+            self.kv.release_copy(copy)
         for seq in sched.finished_on_admission:
             events.append(self._finish(seq, "length"))
         for chunk in sched.prefills:
@@ -151,5 +153,7 @@ class EngineCore:
         )
 
     def _fail_step(self, sched: SchedulerOutput, message: str) -> list[Event]:
+        for copy in sched.block_copies:
+            self.kv.release_copy(copy)
         seqs = [chunk.seq for chunk in sched.prefills] + sched.decodes
         return [self._finish(seq, "error", message) for seq in seqs if seq.status is SeqStatus.RUNNING]

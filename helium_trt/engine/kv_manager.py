@@ -31,31 +31,41 @@ class KVManager:
         return self.pool.num_free + self.tree.num_evictable()
 
     def num_resident_tokens(self, token_ids: list[int] | tuple[int, ...]) -> int:
-        return self.tree.match_prefix(token_ids).num_block_tokens
+        """Leading tokens a request could reuse now (a partly matching block counts)."""
+        if not self.enable_prefix_caching:
+            return 0
+        return self.tree.match_prefix(token_ids).num_tokens
 
     # ---- sequence lifecycle ------------------------------------------------------------------
 
     def try_admit(self, seq: Sequence, now: float) -> bool:
-        """Reuse the cached prefix and allocate blocks for all of ``seq``'s current tokens."""
+        """Reuse the cached prefix and allocate blocks for all of ``seq``'s current tokens.
+
+        A cached block that matches only partly is copied into ``seq``'s own block (recorded
+        in ``seq.pending_copy``; the source stays referenced until ``release_copy``).
+        """
         tokens = seq.token_ids
-        matched = list(self.tree.match_prefix(tokens).block_ids) if self.enable_prefix_caching else []
-        # A request that samples needs the logits of its last token, so it computes at least it.
-        if not seq.is_warm_only and len(matched) * self.block_size >= len(tokens):
-            matched.pop()
+        matched, copy_src, num_partial = self._reusable_prefix(seq)
         num_new = self.num_blocks_for(len(tokens)) - len(matched)
-        # Matched blocks that only the tree holds stop being evictable once we reference them.
-        num_pinned = sum(1 for b in matched if self.pool.ref_count(b) == 1)
+        # Cached blocks only the tree holds stop being evictable once we reference them.
+        pinned = matched + ([copy_src] if copy_src is not None else [])
+        num_pinned = sum(1 for b in pinned if self.pool.ref_count(b) == 1)
         if num_new + num_pinned > self.num_obtainable_blocks():
             return False
-        self.pool.incref(matched)
+        self.pool.incref(pinned)
         num_matched_tokens = len(matched) * self.block_size
         self.tree.insert(tokens[:num_matched_tokens], matched, now, self._retentions(seq, 0, len(matched), now))
         seq.block_table = matched + self._allocate(num_new, now)
-        seq.num_computed_tokens = num_matched_tokens
+        seq.pending_copy = None if copy_src is None else (copy_src, seq.block_table[len(matched)])
+        seq.num_computed_tokens = num_matched_tokens + num_partial
         seq.num_inserted_blocks = len(matched)
         if seq.num_cached_tokens is None:
-            seq.num_cached_tokens = num_matched_tokens
+            seq.num_cached_tokens = seq.num_computed_tokens
         return True
+
+    def release_copy(self, copy: tuple[int, int]) -> None:
+        """The block copy was done: drop the reference that kept its source alive."""
+        self.pool.decref([copy[0]])
 
     def try_grow(self, seq: Sequence, now: float) -> bool:
         """Make room for every token of ``seq`` (one more block at most in decode)."""
@@ -92,6 +102,26 @@ class KVManager:
         seq.num_inserted_blocks = 0
 
     # ---- private helpers ---------------------------------------------------------------------
+
+    def _reusable_prefix(self, seq: Sequence) -> tuple[list[int], int | None, int]:
+        """Whole cached blocks to share, and a block to copy the next ``num_partial`` tokens from.
+
+        A request that samples needs the logits of its last token, so it computes at least it.
+        """
+        if not self.enable_prefix_caching:
+            return [], None, 0
+        tokens = seq.token_ids
+        limit = len(tokens) if seq.is_warm_only else len(tokens) - 1
+        match = self.tree.match_prefix(tokens)
+        matched = list(match.block_ids)
+        copy_src, num_partial = match.partial_block_id, match.num_partial_tokens
+        if len(matched) * self.block_size > limit:
+            copy_src = matched.pop()
+            num_partial = self.block_size
+        num_partial = min(num_partial, limit - len(matched) * self.block_size)
+        if num_partial <= 0:
+            return matched, None, 0
+        return matched, copy_src, num_partial
 
     def _allocate(self, num_blocks: int, now: float) -> list[int]:
         shortfall = num_blocks - self.pool.num_free

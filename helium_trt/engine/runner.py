@@ -39,6 +39,10 @@ class ModelRunner:
 
     @torch.inference_mode()
     def run(self, sched: SchedulerOutput) -> StepResult:
+        for src, dst in sched.block_copies:
+            self.kv_cache[:, :, :, dst].copy_(self.kv_cache[:, :, :, src])
+        if not sched.prefills and not sched.decodes:
+            return StepResult({})
         step = self._prepare(sched)
         hidden = self.model.forward(step.input_ids, step.positions, step.batch, self.kv_cache)
         sample_seqs = step.sample_seqs

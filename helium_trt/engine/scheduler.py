@@ -42,6 +42,8 @@ class SchedulerOutput:
     # Prefill-only requests whose whole prompt was already cached: nothing to compute.
     finished_on_admission: list[Sequence] = field(default_factory=list)
     preempted: list[Sequence] = field(default_factory=list)
+    # KV block copies (source, destination) for partly matched prefix blocks, run first.
+    block_copies: list[tuple[int, int]] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
@@ -119,6 +121,9 @@ class Scheduler:
             heapq.heappop(self._waiting)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)
+            if seq.pending_copy is not None:
+                out.block_copies.append(seq.pending_copy)
+                seq.pending_copy = None
             if seq.num_uncomputed_tokens == 0:
                 out.finished_on_admission.append(seq)
                 continue

@@ -35,6 +35,8 @@ class Sequence:
     finish_reason: str | None = None
     error: str | None = None
     num_preemptions: int = 0
+    # (source, destination) KV block copy to run before this sequence's first chunk.
+    pending_copy: tuple[int, int] | None = None
     # Opaque per-request state owned by the model runner (the sampling generator).
     sampler_state: object | None = None
 

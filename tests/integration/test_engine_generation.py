@@ -7,6 +7,8 @@ import asyncio
 from engine_helpers import collect, request, run_all
 
 from helium_trt.engine.base import Engine, RequestResult, RetentionRange
+from helium_trt.engine.config import EngineConfig
+from helium_trt.engine.embedded import EmbeddedEngine
 
 
 def _prompt(engine, text="Name three primary colors. ", times=3):
@@ -63,17 +65,46 @@ def test_stop_token_ids_and_max_tokens(embedded_engine):
 
 def test_prefix_reuse_counts_cached_tokens(embedded_engine):
     engine = embedded_engine
-    shared = _prompt(engine, "The primary colors are red, blue and yellow. ", 8)
-    assert len(shared) >= 64
-    first = shared + engine.tokenizer.encode(" First question?")
-    second = shared + engine.tokenizer.encode(" Another one here?")
+    shared = _prompt(engine, "The primary colors are red, blue and yellow. ", 8)[:64]
+    first = shared + engine.tokenizer.encode("First question about colors?") * 3
+    second = shared + engine.tokenizer.encode("Another one here?")
+    assert first[64] != second[64]
     [a] = run_all(engine, [request("a", first, max_tokens=4)])
     assert (a.num_cached_tokens, a.num_computed_tokens) == (0, len(first))
-    expected = (len(shared) // 16) * 16
-    assert engine.num_resident_tokens(second) == expected
+    assert engine.num_resident_tokens(second) == 64
     [b] = run_all(engine, [request("b", second, max_tokens=4)])
-    assert b.num_cached_tokens == expected
+    assert (b.num_cached_tokens, b.num_computed_tokens) == (64, len(second) - 64)
     assert b.num_cached_tokens + b.num_computed_tokens == b.num_prompt_tokens == len(second)
+
+
+def test_partly_matching_block_is_copied_and_reused_token_by_token(embedded_engine):
+    engine = embedded_engine
+    base = _prompt(engine, "Paris is the capital of France. ", 6)
+    assert len(base) > 40
+    [_] = run_all(engine, [request("base", base, max_tokens=2)])
+    diverging = base[:37] + engine.tokenizer.encode(" Mixing red and blue gives purple.")
+    assert engine.num_resident_tokens(diverging) == 37  # two whole blocks and 5 tokens of a third
+    [reused] = run_all(engine, [request("reused", diverging, max_tokens=12, ignore_eos=True)])
+    assert reused.num_cached_tokens == 37
+    cold = EmbeddedEngine(EngineConfig(model_dir=str(engine.config.model_dir), num_blocks=64, dtype="float32"))
+    try:
+        [reference] = run_all(cold, [request("cold", diverging, max_tokens=12, ignore_eos=True)])
+    finally:
+        asyncio.run(cold.close())
+    assert reference.num_cached_tokens == 0
+    assert reused.output_token_ids == reference.output_token_ids
+
+
+def test_fully_cached_prompt_still_computes_its_last_token(embedded_engine):
+    engine = embedded_engine
+    prompt = _prompt(engine, "What is the capital of France? ", 8)[:48]
+    assert len(prompt) == 48
+    [first] = run_all(engine, [request("one", prompt, max_tokens=3, ignore_eos=True)])
+    [again] = run_all(engine, [request("two", prompt, max_tokens=3, ignore_eos=True)])
+    assert (again.num_cached_tokens, again.num_computed_tokens) == (47, 1)
+    assert again.output_token_ids == first.output_token_ids
+    warm = asyncio.run(engine.warm(prompt))
+    assert (warm.num_cached_tokens, warm.num_computed_tokens) == (48, 0)
 
 
 def test_warm_then_generate_reuses_the_prefix_and_matches_cold_output(embedded_engine):

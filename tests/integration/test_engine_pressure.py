@@ -42,8 +42,9 @@ def test_cancel_a_thousand_requests_mid_flight_frees_every_block(embedded_engine
 
 
 def _prefix(engine, index: int) -> list[int]:
+    """Exactly four blocks; prefixes differ from their first token so none shares a block."""
     ids = engine.tokenizer.encode(f"Shared context {index}: " + "the primary colors are red, blue and yellow. " * 8)
-    return ids[:64]  # exactly four blocks
+    return [100 + index] + ids[:63]
 
 
 def _run_traffic(engine, high_priority: int | None) -> tuple[list[int], list[int]]:

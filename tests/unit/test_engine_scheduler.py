@@ -65,8 +65,14 @@ def test_shared_prefix_reuses_blocks_and_keeps_the_last_token_to_compute():
     assert [(c.seq.request_id, c.num_tokens) for c in out.prefills] == [("second", 2)]
     exact = _seq("exact", list(range(8)), 2)
     sched.add(exact)
-    sched.schedule(now=0.0)
-    assert exact.num_cached_tokens == 4  # the last block is recomputed to get logits
+    out = sched.schedule(now=0.0)
+    # The last token is recomputed to get logits: block 1 is copied, not shared.
+    assert exact.num_cached_tokens == 7
+    assert exact.block_table[0] == 0 and exact.block_table[1] not in (0, 1)
+    assert out.block_copies == [(1, exact.block_table[1])]
+    assert kv.pool.ref_count(1) == 4  # tree, "first", "second" and the pending copy
+    kv.release_copy(out.block_copies[0])
+    assert kv.pool.ref_count(1) == 3
 
 
 def test_decode_without_blocks_preempts_the_latest_lowest_priority():
