@@ -208,8 +208,10 @@ class EmbeddedEngine:
                 if stream is not None:
                     by_loop[stream.loop].append((stream.queue, event))
         for loop, items in by_loop.items():
-            if not loop.is_closed():
+            try:
                 loop.call_soon_threadsafe(_put_all, items)
+            except RuntimeError:
+                pass  # the caller's event loop is gone; nobody is listening any more
 
 
 def _put_all(items: list[tuple[asyncio.Queue, Event]]) -> None:
