@@ -1,8 +1,8 @@
 """CPU stand-in for the ``tensorrt_llm`` model: the embedded engine behind the tensorrtllm_backend contract.
 
-Triton-free on purpose: model_repo/tensorrt_llm/1/model.py hands each request's tensors and a
-ResponseSink to ``StandInServer.submit``; this module runs EmbeddedEngine on its own asyncio loop
-thread and streams response tensors back the way the TensorRT-LLM backend does (the final
+Triton-free on purpose: model_repo/tensorrt_llm/1/model.py awaits ``StandInServer.serve`` with each
+request's tensors and a ResponseSink; this module drives EmbeddedEngine and streams response
+tensors back the way the TensorRT-LLM backend does (the final
 response carries the last tokens and, when asked, the perf outputs). Every request's input
 tensors can be appended to a JSON-lines record so tests can check what actually arrived.
 """
@@ -90,42 +90,38 @@ class StandInServer:
             engine = EmbeddedEngine(config.engine_config())
         self.config = config
         self.engine = engine
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="helium-standin", daemon=True)
-        self._thread.start()
         self._record_lock = threading.Lock()
         self._anonymous_ids = itertools.count()
 
-    def submit(self, tensors: Mapping[str, np.ndarray], request_id: str, sink: ResponseSink) -> None:
-        """Start serving one request; returns at once. Errors are reported through ``sink``."""
+    async def serve(self, tensors: Mapping[str, np.ndarray], request_id: str, sink: ResponseSink) -> None:
+        """Serve one request to completion on the running event loop; errors go to ``sink``.
+
+        Any event loop works (the engine hands results to the loop that iterates its stream), so
+        the Python backend's own loop runs this from an ``async def execute``.
+        """
         request_id = request_id or f"__standin-{next(self._anonymous_ids)}"
         self._record(request_id, tensors)
         try:
             parsed = tensors_to_request(tensors, request_id, self.engine.tokenizer.decode,
                                         self.config.default_exclude_input)
             if parsed.is_stop:
-                asyncio.run_coroutine_threadsafe(self.engine.cancel(request_id), self._loop).result()
+                await self.engine.cancel(request_id)
                 sink.send(None, final=True)
                 return
             stream = self.engine.generate(parsed.request)  # validates now: raises on bad input
         except HeliumError as exc:
             sink.send_error(exc)
             return
-        asyncio.run_coroutine_threadsafe(self._pump(stream, parsed, sink), self._loop)
-
-    def close(self) -> None:
-        asyncio.run_coroutine_threadsafe(self.engine.close(), self._loop).result()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-
-    # ---- internals -----------------------------------------------------------------------------
-
-    async def _pump(self, stream, parsed: ParsedRequest, sink: ResponseSink) -> None:
         try:
             await self._relay(stream, parsed, sink)
         except Exception as exc:  # never leave a Triton request without its final response
-            log.exception("stand-in request %s failed", parsed.request.request_id)
+            log.exception("stand-in request %s failed", request_id)
             sink.send_error(EngineUnavailableError(f"stand-in failed: {exc}"))
+
+    def close(self) -> None:
+        asyncio.run(self.engine.close())
+
+    # ---- internals -----------------------------------------------------------------------------
 
     async def _relay(self, stream, parsed: ParsedRequest, sink: ResponseSink) -> None:
         """Stream tokens, holding back the latest ones so the final response carries them."""

@@ -166,7 +166,11 @@ class TritonServer:
         return env
 
     def stop(self) -> None:
-        """Ask the server to exit (SIGTERM), then kill its process group after the timeout."""
+        """Ask the server to exit (SIGTERM), then kill its process group after the timeout.
+
+        NOTE: tritonserver 2.51's Python backend occasionally never finalizes a decoupled model
+        on shutdown; the server then waits out --exit-timeout-secs (stop_timeout_s - 5) and exits.
+        """
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             process.send_signal(signal.SIGTERM)

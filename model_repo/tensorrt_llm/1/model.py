@@ -32,7 +32,6 @@ class _Sink:
     """One request's response sender, as the package's ResponseSink."""
 
     def __init__(self, request):
-        self._request = request
         self._sender = request.get_response_sender()
 
     def send(self, tensors, final):
@@ -50,7 +49,7 @@ class _Sink:
                           flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
 
     def is_cancelled(self):
-        return self._request.is_cancelled()
+        return self._sender.is_cancelled()
 
 
 class TritonPythonModel:
@@ -59,10 +58,13 @@ class TritonPythonModel:
         params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
         self._server = StandInServer(StandInConfig.from_parameters(params, os.environ))
 
-    def execute(self, requests):
+    async def execute(self, requests):
+        # NOTE: async: for a decoupled model the stub runs this on its own event loop and keeps
+        # taking requests, so requests batch continuously in the engine. Sending responses from a
+        # thread of our own instead raced with the stub (model unload hung now and then).
         for request in requests:
             tensors = {tensor.name(): tensor.as_numpy() for tensor in request.inputs()}
-            self._server.submit(tensors, request.request_id(), _Sink(request))
+            await self._server.serve(tensors, request.request_id(), _Sink(request))
         return None
 
     def finalize(self):
