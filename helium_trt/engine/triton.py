@@ -49,9 +49,9 @@ _FINAL_FLAG = "triton_final_response"
 class TritonEngineConfig:
     """Where the model is and what the client must know about it.
 
-    ``block_size`` / ``num_blocks`` None read the model's ``tokens_per_block`` / ``num_blocks``
-    config parameters (the stand-in has them), else TensorRT-LLM's default block size and room for
-    one full-length sequence. ``max_model_len`` None reads max_position_embeddings from
+    ``block_size`` / ``num_blocks`` None read the model's ``tokens_per_block`` / ``num_blocks`` (or
+    ``max_tokens_in_paged_kv_cache``) config parameters, else TensorRT-LLM's default block size and
+    room for one full-length sequence. ``max_model_len`` None reads max_position_embeddings from
     ``tokenizer_dir``/config.json.
     """
 
@@ -291,7 +291,9 @@ def _engine_info(config: TritonEngineConfig, params: dict, model_json: dict, tok
 
     block_size = config.block_size or param("tokens_per_block") or DEFAULT_TRTLLM_BLOCK_SIZE
     max_model_len = config.max_model_len or model_json.get("max_position_embeddings") or 2048
-    num_blocks = config.num_blocks or param("num_blocks") or -(-max_model_len // block_size)
+    max_kv_tokens = param("max_tokens_in_paged_kv_cache")
+    num_blocks = (config.num_blocks or param("num_blocks") or (max_kv_tokens and max_kv_tokens // block_size)
+                  or -(-max_model_len // block_size))
     return EngineInfo(
         model_name=config.model_name, block_size=block_size, num_blocks=num_blocks,
         max_model_len=max_model_len, vocab_size=model_json.get("vocab_size") or tokenizer.vocab_size,
