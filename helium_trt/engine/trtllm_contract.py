@@ -47,6 +47,8 @@ TOP_P = "runtime_top_p"
 SEED = "seed"
 EXCLUDE_INPUT = "exclude_input_in_output"
 RETURN_PERF_METRICS = "return_perf_metrics"
+RETURN_NUM_INPUT_TOKENS = "return_num_input_tokens"
+RETURN_NUM_OUTPUT_TOKENS = "return_num_output_tokens"
 RETENTION_STARTS = "retention_token_range_starts"
 RETENTION_ENDS = "retention_token_range_ends"
 RETENTION_PRIORITIES = "retention_token_range_priorities"
@@ -75,6 +77,8 @@ class ParsedRequest:
     streaming: bool
     exclude_input: bool
     return_perf_metrics: bool
+    return_num_input_tokens: bool
+    return_num_output_tokens: bool
     is_stop: bool  # a TensorRT-LLM "stop" request: cancel the request with this id
 
 
@@ -219,6 +223,8 @@ def tensors_to_request(tensors: Mapping[str, np.ndarray], request_id: str,
         streaming=_optional_scalar(tensors, STREAMING, bool, False),
         exclude_input=_optional_scalar(tensors, EXCLUDE_INPUT, bool, default_exclude_input),
         return_perf_metrics=_optional_scalar(tensors, RETURN_PERF_METRICS, bool, False),
+        return_num_input_tokens=_optional_scalar(tensors, RETURN_NUM_INPUT_TOKENS, bool, False),
+        return_num_output_tokens=_optional_scalar(tensors, RETURN_NUM_OUTPUT_TOKENS, bool, False),
         is_stop=is_stop,
     )
 
@@ -229,15 +235,18 @@ def tokens_to_tensors(token_ids: Sequence[int]) -> dict[str, np.ndarray]:
     return {OUTPUT_IDS: ids, SEQUENCE_LENGTH: np.asarray([[len(token_ids)]], dtype=np.int32)}
 
 
-def perf_tensors(result: RequestResult, block_size: int) -> dict[str, np.ndarray]:
-    """KV-cache and token counts of a finished request, as TensorRT-LLM's perf outputs."""
-    total_tokens = result.num_prompt_tokens + len(result.output_token_ids)
-    total_blocks = -(-total_tokens // block_size)
-    reused = result.num_cached_tokens // block_size
-    values = {
-        KV_REUSED_BLOCKS: reused, KV_NEW_BLOCKS: total_blocks - reused, KV_TOTAL_BLOCKS: total_blocks,
-        NUM_INPUT_TOKENS: result.num_prompt_tokens, NUM_OUTPUT_TOKENS: len(result.output_token_ids),
-    }
+def perf_tensors(result: RequestResult, block_size: int, parsed: ParsedRequest) -> dict[str, np.ndarray]:
+    """The outputs ``parsed`` asked for about a finished request: KV-cache block counts
+    (return_perf_metrics) and token counts (return_num_input_tokens / _output_tokens)."""
+    values = {}
+    if parsed.return_perf_metrics:
+        total_blocks = -(-(result.num_prompt_tokens + len(result.output_token_ids)) // block_size)
+        reused = result.num_cached_tokens // block_size
+        values.update({KV_REUSED_BLOCKS: reused, KV_NEW_BLOCKS: total_blocks - reused, KV_TOTAL_BLOCKS: total_blocks})
+    if parsed.return_num_input_tokens:
+        values[NUM_INPUT_TOKENS] = result.num_prompt_tokens
+    if parsed.return_num_output_tokens:
+        values[NUM_OUTPUT_TOKENS] = len(result.output_token_ids)
     return {name: np.asarray([[v]], dtype=np.int32) for name, v in values.items()}
 
 

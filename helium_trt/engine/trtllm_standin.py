@@ -3,7 +3,7 @@
 Triton-free on purpose: model_repo/tensorrt_llm/1/model.py awaits ``StandInServer.serve`` with each
 request's tensors and a ResponseSink; this module drives EmbeddedEngine and streams response
 tensors back the way the TensorRT-LLM backend does (the final
-response carries the last tokens and, when asked, the perf outputs). Every request's input
+response carries the last tokens and, when asked, the perf and token-count outputs). Every request's input
 tensors can be appended to a JSON-lines record so tests can check what actually arrived.
 """
 
@@ -156,8 +156,7 @@ class StandInServer:
         else:
             tokens = ([] if parsed.exclude_input else list(parsed.request.prompt_token_ids)) + emitted
         tensors = tokens_to_tensors(tokens)
-        if parsed.return_perf_metrics:
-            tensors.update(perf_tensors(_without_end(result, parsed), self.config.block_size))
+        tensors.update(perf_tensors(_without_end(result, parsed), self.config.block_size, parsed))
         return tensors
 
     def _record(self, request_id: str, tensors: Mapping[str, np.ndarray]) -> None:

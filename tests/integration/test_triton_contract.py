@@ -123,6 +123,8 @@ def test_request_tensors_have_the_tensorrt_llm_names_and_dtypes(triton_server):
 
 
 def test_server_side_rejection_names_the_problem(triton_server):
+    if not triton_server.is_standin:
+        pytest.skip("the error text is the stand-in's")
     responses = send_raw(triton_server, "raw-oov", base_tensors([5, 6, 5000]))
     [(outputs, error)] = responses
     assert outputs is None
@@ -136,7 +138,9 @@ def test_mismatched_retention_lengths_are_rejected(triton_server):
         "retention_token_range_priorities": np.asarray([[50]], dtype=np.int32),
     }
     [(_, error)] = send_raw(triton_server, "raw-retention", tensors)
-    assert "retention_token_range_priorities" in error and "1 values for 2" in error
+    assert "retention_token_range_priorities" in error
+    if triton_server.is_standin:
+        assert "1 values for 2" in error
 
 
 def test_missing_required_input_is_rejected_by_triton(triton_server):
@@ -149,6 +153,7 @@ def test_missing_required_input_is_rejected_by_triton(triton_server):
 def test_raw_streaming_response_carries_perf_outputs_on_the_final_response(triton_server):
     tensors = base_tensors([5, 6, 7, 8]) | {
         "streaming": scalar(True, np.bool_), "return_perf_metrics": scalar(True, np.bool_),
+        "return_num_input_tokens": scalar(True, np.bool_), "return_num_output_tokens": scalar(True, np.bool_),
         "end_id": scalar(-1, np.int32), "request_output_len": scalar(3, np.int32)}
     responses = send_raw(triton_server, "raw-perf", tensors)
     assert [error for _, error in responses] == [None] * len(responses)
@@ -160,10 +165,10 @@ def test_raw_streaming_response_carries_perf_outputs_on_the_final_response(trito
 
 def test_errors_after_start_end_the_stream_with_an_error_result(triton_server):
     """A request the client accepts (it believes in a longer context) but the server refuses."""
-    request = EngineRequest("too-long", tuple([7] * 1000), SamplingConfig(max_tokens=100))
-    result = send(triton_server, request, max_model_len=4096)
     if not triton_server.is_standin:
         pytest.skip("the GPU model's context window differs")
+    request = EngineRequest("too-long", tuple([7] * 1000), SamplingConfig(max_tokens=100))
+    result = send(triton_server, request, max_model_len=4096)
     assert result.finish_reason == "error"
     assert "context window" in result.error and result.output_token_ids == ()
 

@@ -97,7 +97,10 @@ def test_responses_map_back_to_tokens_and_reused_blocks():
     tensors = tokens_to_tensors([4, 5, 6])
     assert tensors["output_ids"].shape == (1, 1, 3)
     result = RequestResult("r", (4, 5, 6), "", 40, 32, 8, "length")
-    tensors.update(perf_tensors(result, block_size=16))
+    parsed = tensors_to_request({"input_ids": np.zeros((1, 40), np.int32), "request_output_len": np.asarray([3]),
+                                 "return_perf_metrics": np.asarray([True])}, "r")
+    tensors.update(perf_tensors(result, 16, parsed))
+    assert "num_output_tokens" not in tensors  # only with return_num_output_tokens
     update = response_to_update(tensors)
     assert update.token_ids == (4, 5, 6) and update.num_reused_blocks == 2
     assert tensors["kv_cache_alloc_total_blocks"].tolist() == [[3]]  # ceil(43 / 16)
