@@ -194,3 +194,28 @@ def test_connect_reports_unknown_model_and_unreachable_server(triton_server):
     closed = TritonEngineConfig(url=f"127.0.0.1:{pick_free_port()}", tokenizer_dir=str(triton_server.model_dir))
     with pytest.raises(EngineUnavailableError, match="127.0.0.1"):
         asyncio.run(TritonEngine.connect(closed))
+
+
+def test_a_stop_request_cancels_the_request_with_that_id(triton_server):
+    """TensorRT-LLM's legacy cancel: a second request with the same id and stop=true."""
+    if not triton_server.is_standin:
+        pytest.skip("request-id based stop needs numeric ids on some TensorRT-LLM versions")
+    stop_tensors = {"input_lengths": scalar(0, np.int32), "request_output_len": scalar(0, np.int32),
+                    "stop": scalar(True, np.bool_)}
+
+    async def main():
+        engine = await TritonEngine.connect(triton_server.engine_config())
+        try:
+            request = EngineRequest("stop-me", tuple(range(30, 60)), SamplingConfig(max_tokens=900, ignore_eos=True))
+            num_seen, stop_responses = 0, None
+            async for item in engine.generate(request):
+                num_seen += 1
+                if num_seen == 3:
+                    stop_responses = await asyncio.to_thread(send_raw, triton_server, "stop-me", stop_tensors)
+            return item, stop_responses
+        finally:
+            await engine.close()
+
+    result, stop_responses = asyncio.run(main())
+    assert [error for _, error in stop_responses if error is not None] == []  # an empty final response
+    assert result.finish_reason == "stop" and len(result.output_token_ids) < 900
