@@ -168,8 +168,10 @@ class TritonServer:
     def stop(self) -> None:
         """Ask the server to exit (SIGTERM), then kill its process group after the timeout.
 
-        NOTE: tritonserver 2.51's Python backend occasionally never finalizes a decoupled model
-        on shutdown; the server then waits out --exit-timeout-secs (stop_timeout_s - 5) and exits.
+        NOTE: tritonserver 2.51's Python backend may never finalize a decoupled model on
+        shutdown after a client dropped a stream right after its final response (TritonEngine
+        reads each stream to its end for that reason); the server then waits out
+        --exit-timeout-secs (stop_timeout_s - 5) and exits anyway.
         """
         process, self._process = self._process, None
         if process is not None and process.poll() is None:

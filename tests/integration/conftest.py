@@ -83,8 +83,8 @@ def triton_server(triton_model_dir, tmp_path_factory):
     env = {MODEL_DIR_ENV: str(triton_model_dir)}
     if record_path is not None:
         env[RECORD_PATH_ENV] = str(record_path)
-    # NOTE: a short stop timeout: tritonserver 2.51's Python backend now and then never finalizes
-    # a decoupled model on shutdown and waits out its whole exit timeout.
+    # NOTE: a short stop timeout: should a client drop a stream early, tritonserver 2.51's Python
+    # backend can fail to finalize the decoupled stand-in and waits out its whole exit timeout.
     config = TritonLaunchConfig(model_repo=Path(custom_repo or REPO_ROOT / "model_repo"), env=env,
                                 log_path=workdir / "tritonserver.log", stop_timeout_s=8)
     with TritonServer(config, install) as server:
