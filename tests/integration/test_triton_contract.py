@@ -54,8 +54,7 @@ def send_raw(deployment, request_id: str, tensors: dict[str, np.ndarray]) -> lis
                     break
                 response = result.get_response()
                 responses.append(({o.name: result.as_numpy(o.name) for o in response.outputs}, None))
-                if response.parameters["triton_final_response"].bool_param:
-                    break
+                # read on to the end of the stream: the server closes it after the final response
         finally:
             await client.close()
         return responses

@@ -1,0 +1,83 @@
+"""StandInServer without Triton: a fake response sink records what the model would send."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from helium_trt.engine.base import EngineRequest, SamplingConfig
+from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
+from helium_trt.engine.trtllm_standin import StandInConfig, StandInServer
+from helium_trt.errors import InvalidRequestError, RequestCancelledError
+
+
+class FakeSink:
+    def __init__(self, cancel_after: int | None = None):
+        self.responses: list[tuple[dict | None, bool]] = []
+        self.errors: list[Exception] = []
+        self._cancel_after = cancel_after
+
+    def send(self, tensors, final):
+        self.responses.append((dict(tensors) if tensors else None, final))
+
+    def send_error(self, error):
+        self.errors.append(error)
+
+    def is_cancelled(self):
+        return self._cancel_after is not None and len(self.responses) >= self._cancel_after
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir):
+    server = StandInServer(StandInConfig(model_dir=str(tiny_model_dir), num_blocks=64))
+    yield server
+    server.close()
+
+
+def serve(server, tensors, request_id, sink=None):
+    sink = sink or FakeSink()
+    asyncio.run(server.serve(tensors, request_id, sink))
+    return sink
+
+
+def tensors_for(prompt, streaming=True, **sampling):
+    request = EngineRequest("x", tuple(prompt), SamplingConfig(**sampling))
+    return request_to_tensors(request, end_id=None, pad_id=0, streaming=streaming)
+
+
+def test_streaming_sends_one_token_per_response_and_the_last_with_the_final_flag(server):
+    sink = serve(server, tensors_for(range(20, 40), max_tokens=5, ignore_eos=True), "s1")
+    assert [final for _, final in sink.responses] == [False] * 4 + [True]
+    assert [len(response_to_update(t).token_ids) for t, _ in sink.responses] == [1] * 5
+    final = sink.responses[-1][0]
+    assert final["kv_cache_alloc_total_blocks"].tolist() == [[2]]  # ceil(25 / 16)
+
+
+def test_non_streaming_sends_everything_once_with_the_prompt_when_asked(server):
+    tensors = tensors_for(range(20, 30), streaming=False, max_tokens=4, ignore_eos=True)
+    tensors["exclude_input_in_output"] = np.asarray([[False]])
+    sink = serve(server, tensors, "s2")
+    [(final, is_final)] = sink.responses
+    tokens = response_to_update(final).token_ids
+    assert is_final and tokens[:10] == tuple(range(20, 30)) and len(tokens) == 14
+
+
+def test_end_id_ends_the_request_and_is_not_output(server):
+    free = serve(server, tensors_for(range(50, 60), max_tokens=8, ignore_eos=True), "s3")
+    tokens = [t for r, _ in free.responses for t in response_to_update(r).token_ids]
+    tensors = tensors_for(range(50, 60), max_tokens=8, ignore_eos=True)
+    tensors["end_id"] = np.asarray([[tokens[3]]], dtype=np.int32)
+    ended = serve(server, tensors, "s4")
+    got = [t for r, _ in ended.responses for t in response_to_update(r).token_ids]
+    assert got == tokens[:3]
+
+
+def test_errors_and_cancellation_reach_the_sink(server):
+    bad = serve(server, tensors_for([5, 5000], max_tokens=2), "s5")
+    assert isinstance(bad.errors[0], InvalidRequestError) and not bad.responses
+    cancelled = serve(server, tensors_for(range(20, 40), max_tokens=500, ignore_eos=True), "s6",
+                      FakeSink(cancel_after=2))
+    assert isinstance(cancelled.errors[-1], RequestCancelledError)
+    assert 2 <= len(cancelled.responses) < 499
