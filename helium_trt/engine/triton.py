@@ -17,7 +17,7 @@ import json
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import AsyncIterator, Sequence
+from typing import AsyncIterator, Protocol, Sequence
 
 import grpc
 import numpy as np
@@ -67,16 +67,16 @@ class TritonEngineConfig:
 class TritonEngine:
     """Build with ``await TritonEngine.connect(config)``; use from that event loop only."""
 
-    def __init__(self, config: TritonEngineConfig, client, info: EngineInfo, tokenizer: HFTokenizer,
-                 end_id: int | None, pad_id: int):
+    def __init__(self, config: TritonEngineConfig, transport: Transport, info: EngineInfo,
+                 tokenizer: HFTokenizer, end_id: int | None, pad_id: int):
         self.config = config
         self.info = info
         self.tokenizer = tokenizer
-        self._client = client
+        self._transport = transport
         self._end_id = end_id
         self._pad_id = pad_id
         self._extra_stop_ids = tuple(t for t in info.eos_token_ids if t != end_id)
-        self._calls: dict[str, object] = {}
+        self._active: set[str] = set()
         self._cancelled: set[str] = set()
         self._warm_ids = itertools.count()
         self._ledger = _PrefixLedger(info.block_size, info.num_blocks)
@@ -84,9 +84,6 @@ class TritonEngine:
     @classmethod
     async def connect(cls, config: TritonEngineConfig) -> TritonEngine:
         """Check the server and model are ready; raises EngineUnavailableError / ModelNotFoundError."""
-        tokenizer_dir = Path(config.tokenizer_dir)
-        model_json = _read_json(tokenizer_dir / "config.json")
-        tokenizer = HFTokenizer.from_dir(tokenizer_dir, _as_ids(model_json.get("eos_token_id")))
         client = grpcclient_aio.InferenceServerClient(config.url)
         try:
             if not await client.is_server_ready():
@@ -100,10 +97,19 @@ class TritonEngine:
         except BaseException:
             await client.close()
             raise
+        return cls.over(config, GrpcTransport(client, config), params)
+
+    @classmethod
+    def over(cls, config: TritonEngineConfig, transport: Transport, params: dict) -> TritonEngine:
+        """An engine over any transport; ``params`` are the LLM model's config parameters
+        (``{"tokens_per_block": {"string_value": "32"}, ...}``) for block size and pool size."""
+        tokenizer_dir = Path(config.tokenizer_dir)
+        model_json = _read_json(tokenizer_dir / "config.json")
+        tokenizer = HFTokenizer.from_dir(tokenizer_dir, _as_ids(model_json.get("eos_token_id")))
         info = _engine_info(config, params, model_json, tokenizer)
         end_id = _special_id(tokenizer, tokenizer_dir, "eos_token", info.eos_token_ids[0] if info.eos_token_ids else None)
         pad_id = _special_id(tokenizer, tokenizer_dir, "pad_token", model_json.get("pad_token_id"))
-        return cls(config, client, info, tokenizer, end_id, pad_id if pad_id is not None else (end_id or 0))
+        return cls(config, transport, info, tokenizer, end_id, pad_id if pad_id is not None else (end_id or 0))
 
     # ---- Engine protocol -----------------------------------------------------------------------
 
@@ -127,10 +133,9 @@ class TritonEngine:
         return WarmResult(result.num_prompt_tokens, result.num_cached_tokens, result.num_computed_tokens)
 
     async def cancel(self, request_id: str) -> None:
-        call = self._calls.get(request_id)
-        if call is not None:
+        if request_id in self._active:
             self._cancelled.add(request_id)
-            call.cancel()
+            await self._transport.cancel(request_id)
 
     def num_resident_tokens(self, token_ids: Sequence[int]) -> int:
         """Estimate: leading full blocks this client has sent (Triton does not expose the cache)."""
@@ -141,22 +146,23 @@ class TritonEngine:
         return max(0, self.info.num_blocks - len(self._ledger))
 
     async def close(self) -> None:
-        for request_id in list(self._calls):
+        for request_id in list(self._active):
             await self.cancel(request_id)
-        await self._client.close()
+        await self._transport.close()
 
     # ---- internals -----------------------------------------------------------------------------
 
     async def _stream(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
         rid = request.request_id
         state = _StreamState(OutputText(self.tokenizer, request.sampling.stop_strings))
+        self._active.add(rid)
         try:
             async for delta in self._receive(request, state):
                 yield delta
         finally:
-            call = self._calls.pop(rid, None)
-            if call is not None and state.finish_reason is None:
-                call.cancel()  # the caller stopped listening: let Triton free the request
+            self._active.discard(rid)
+            if state.finish_reason is None:
+                await self._transport.cancel(rid)  # the caller stopped listening: free the request
         flushed = state.text.flush()
         if flushed:
             yield TokenDelta(rid, (), flushed)
@@ -168,20 +174,9 @@ class TritonEngine:
     async def _receive(self, request: EngineRequest, state: _StreamState) -> AsyncIterator[TokenDelta]:
         rid = request.request_id
         tensors = request_to_tensors(request, self._end_id, self._pad_id, self._extra_stop_ids)
-        message = {"model_name": self.config.model_name, "inputs": _infer_inputs(tensors), "request_id": rid}
-
-        async def one_request():
-            yield message
-
-        call = self._client.stream_infer(one_request(), stream_timeout=self.config.request_timeout_s)
-        self._calls[rid] = call
         try:
-            async for result, error in call:
-                if error is not None:
-                    state.fail(error.message())
-                    return
-                response = result.get_response()
-                update = response_to_update({o.name: result.as_numpy(o.name) for o in response.outputs})
+            async for outputs, final in self._transport.stream(rid, tensors):
+                update = response_to_update(outputs)
                 if update.num_reused_blocks is not None:
                     state.num_reused_blocks = update.num_reused_blocks
                 if update.token_ids:
@@ -190,25 +185,21 @@ class TritonEngine:
                     yield TokenDelta(rid, update.token_ids, text.delta)
                     if text.stopped:
                         state.finish_reason = "stop"
-                        call.cancel()
+                        await self._transport.cancel(rid)
                         return
-                if response.parameters[_FINAL_FLAG].bool_param:
-                    # Keep reading until the server closes the stream: closing the channel
-                    # while the RPC is still open cancels it server-side.
+                if final:
                     state.finish_reason = self._natural_finish(request, state.token_ids)
-            if state.finish_reason is None:
-                state.fail("the stream ended before the final response")
+                    return
+            state.fail("the stream ended before the final response")
         except asyncio.CancelledError:
             if rid not in self._cancelled:
                 raise
             state.finish_reason = "cancelled"
-        except grpc.aio.AioRpcError as exc:
-            if rid in self._cancelled or exc.code() == grpc.StatusCode.CANCELLED:
+        except TransportError as exc:
+            if rid in self._cancelled or exc.cancelled:
                 state.finish_reason = "cancelled"
             else:
-                state.fail(f"{exc.code().name}: {exc.details()}")
-        except InferenceServerException as exc:
-            state.fail(exc.message())
+                state.fail(str(exc))
 
     def _natural_finish(self, request: EngineRequest, token_ids: list[int]) -> str:
         s = request.sampling
@@ -225,6 +216,69 @@ class TritonEngine:
             num_computed_tokens=num_prompt - num_cached,
             finish_reason=state.finish_reason or "error", error=state.error,
         )
+
+
+class TransportError(Exception):
+    """The LLM model answered with an error, or the stream broke (``cancelled`` when cancelled)."""
+
+    def __init__(self, message: str, *, cancelled: bool = False):
+        super().__init__(message)
+        self.cancelled = cancelled
+
+
+class Transport(Protocol):
+    """How request tensors reach a tensorrt_llm-contract model: Triton's gRPC API from outside the
+    server (GrpcTransport), or BLS from a Python-backend model inside it (engine/bls.py)."""
+
+    def stream(self, request_id: str, tensors: dict[str, np.ndarray]
+               ) -> AsyncIterator[tuple[dict[str, np.ndarray], bool]]:
+        """Yields (output tensors, is final response); raises TransportError."""
+
+    async def cancel(self, request_id: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class GrpcTransport:
+    """One tritonclient gRPC stream per request: cancelling the stream is how Triton cancels a
+    request (and how TensorRT-LLM frees its KV blocks)."""
+
+    def __init__(self, client, config: TritonEngineConfig):
+        self._client = client
+        self._config = config
+        self._calls: dict[str, object] = {}
+
+    async def stream(self, request_id: str, tensors: dict[str, np.ndarray]):
+        message = {"model_name": self._config.model_name, "inputs": _infer_inputs(tensors),
+                   "request_id": request_id}
+
+        async def one_request():
+            yield message
+
+        call = self._client.stream_infer(one_request(), stream_timeout=self._config.request_timeout_s)
+        self._calls[request_id] = call
+        try:
+            async for result, error in call:
+                if error is not None:
+                    raise TransportError(error.message())
+                response = result.get_response()
+                outputs = {o.name: result.as_numpy(o.name) for o in response.outputs}
+                yield outputs, response.parameters[_FINAL_FLAG].bool_param
+        except grpc.aio.AioRpcError as exc:
+            raise TransportError(f"{exc.code().name}: {exc.details()}",
+                                 cancelled=exc.code() == grpc.StatusCode.CANCELLED) from exc
+        except InferenceServerException as exc:
+            raise TransportError(exc.message()) from exc
+        finally:
+            self._calls.pop(request_id, None)
+
+    async def cancel(self, request_id: str) -> None:
+        call = self._calls.get(request_id)
+        if call is not None:
+            call.cancel()
+
+    async def close(self) -> None:
+        await self._client.close()
 
 
 @dataclass(slots=True)
