@@ -148,3 +148,36 @@ def test_a_workflow_error_names_the_operator(triton_server):
 class _Garbage:
     def SerializeToString(self) -> bytes:
         return b"\xff\xfe not a protobuf"
+
+
+def test_helium_service_on_triton_workers(triton_server, tmp_path):
+    """`helium-trt serve --engine triton --url ...` runs the same workflow with the same outputs."""
+    import subprocess
+    import sys
+    import time
+
+    import grpc
+
+    from helium_trt.api.helium.v1 import service_pb2_grpc
+
+    port_file = tmp_path / "port"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "helium_trt.server.cli", "serve", "--address", "127.0.0.1:0",
+         "--engine", "triton", "--url", triton_server.grpc_url, "--model",
+         str(triton_server.model_dir), "--port-file", str(port_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (port_file.exists() and port_file.read_text().strip()):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.1)
+        request = _request([{"note": "Served through helium.v1 on Triton workers."}])
+        with grpc.insecure_channel(f"127.0.0.1:{port_file.read_text().strip()}") as channel:
+            events = list(service_pb2_grpc.HeliumServiceStub(channel).Run(request))
+        outputs = {e.row_output.row: dict(e.row_output.outputs) for e in events
+                   if e.HasField("row_output")}
+        assert outputs == _in_process(triton_server.model_dir, request)
+        assert events[-1].run_stats.prefill_tokens_reused > 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
