@@ -188,9 +188,11 @@ class TritonEngine:
                         await self._transport.cancel(rid)
                         return
                 if final:
+                    # Keep reading until the server closes the stream: closing the channel
+                    # while the RPC is still open cancels it server-side.
                     state.finish_reason = self._natural_finish(request, state.token_ids)
-                    return
-            state.fail("the stream ended before the final response")
+            if state.finish_reason is None:
+                state.fail("the stream ended before the final response")
         except asyncio.CancelledError:
             if rid not in self._cancelled:
                 raise
