@@ -17,8 +17,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
-import networkx as nx
-
 from helium_trt.plan.chat import ChatFormat
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import LlmOp, Ref, Segment, Template
@@ -168,26 +166,8 @@ def build_trt(plan: Plan, chat_format: ChatFormat) -> TemplatedRadixTree:
     for op in plan.ops:
         if isinstance(op, LlmOp):
             tree.insert(op.id, llm_prompt_template(plan, op, chat_format))
-    tree.dependencies = _llm_dependencies(plan.graph, llm_ids)
+    tree.dependencies = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}
     return tree
-
-
-def _llm_dependencies(graph: nx.DiGraph, llm_ids: set[str]) -> dict[str, tuple[str, ...]]:
-    """For each LLM op, the nearest LLM ops upstream of it (through non-LLM operators)."""
-    deps: dict[str, tuple[str, ...]] = {}
-    for op_id in llm_ids:
-        found, stack, seen = set(), list(graph.predecessors(op_id)), set()
-        while stack:
-            u = stack.pop()
-            if u in seen:
-                continue
-            seen.add(u)
-            if u in llm_ids:
-                found.add(u)
-            else:
-                stack.extend(graph.predecessors(u))
-        deps[op_id] = tuple(sorted(found))
-    return deps
 
 
 # A template as atoms: single characters of literal text, and Refs.

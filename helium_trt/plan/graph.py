@@ -51,6 +51,21 @@ class Plan:
     def llm_ops(self) -> tuple[LlmOp, ...]:
         return tuple(op for op in self.ops if isinstance(op, LlmOp))
 
+    def nearest_upstream(self, op_id: str, targets: set[str]) -> tuple[str, ...]:
+        """Ids in ``targets`` reachable upstream of ``op_id`` without passing through another
+        target (e.g. the LLM calls an LLM call waits for, through formats and switches)."""
+        found, stack, seen = set(), list(self.graph.predecessors(op_id)), set()
+        while stack:
+            u = stack.pop()
+            if u in seen:
+                continue
+            seen.add(u)
+            if u in targets:
+                found.add(u)
+            else:
+                stack.extend(self.graph.predecessors(u))
+        return tuple(sorted(found))
+
     def consumers(self, op_id: str) -> tuple[str, ...]:
         return tuple(self.graph.successors(op_id))
 

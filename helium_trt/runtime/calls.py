@@ -67,7 +67,8 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTo
                lengths: OutputLengths) -> PlannedCalls:
     llm_ops = {op.id: llm_of(op) for op in plan.ops if llm_of(op) is not None}
     templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
-    deps = _llm_dependencies(plan, set(llm_ops))
+    llm_ids = set(llm_ops)
+    deps = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}
     specs: dict[str, CallSpec] = {}
     for row_index, row in enumerate(rows):
         values = RowValues(plan, row, fmt)
@@ -119,21 +120,3 @@ def _drop_missing(spec: CallSpec, specs: dict[str, CallSpec]) -> CallSpec:
         return spec
     return CallSpec(spec.call_id, spec.op_id, spec.row, spec.known_tokens,
                     spec.num_unknown_tokens, spec.num_decode_tokens, kept, spec.static_len)
-
-
-def _llm_dependencies(plan: Plan, llm_ids: set[str]) -> dict[str, tuple[str, ...]]:
-    """For each LLM op, the nearest LLM ops upstream of it (through non-LLM operators)."""
-    deps = {}
-    for op_id in llm_ids:
-        found, stack, seen = set(), list(plan.graph.predecessors(op_id)), set()
-        while stack:
-            u = stack.pop()
-            if u in seen:
-                continue
-            seen.add(u)
-            if u in llm_ids:
-                found.add(u)
-            else:
-                stack.extend(plan.graph.predecessors(u))
-        deps[op_id] = tuple(sorted(found))
-    return deps
