@@ -15,7 +15,7 @@ from typing import Mapping, Sequence
 
 from helium_trt.plan.chat import ChatFormat
 from helium_trt.plan.graph import Plan
-from helium_trt.plan.ops import ConstantOp, FormatOp, LlmOp, Message, Ref, Template
+from helium_trt.plan.ops import ConstantOp, FormatOp, Item, LlmOp, Message, Ref, Template
 
 Conversation = list[dict]  # [{"role": ..., "content": ...}, ...]
 
@@ -34,14 +34,14 @@ def llm_prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat) -> Template:
     """The full prompt of ``llm`` as literal text and Refs (a Ref to a conversation renders as chat)."""
     src = plan.by_id.get(llm.prompt)
     if not is_chat_prompt(plan, llm):
-        return _merge_literals(_expand_ref(plan, llm.prompt))
+        return merge_literals(_expand_ref(plan, llm.prompt))
     if isinstance(src, FormatOp) and src.is_chat:
         body = messages_template(plan, src.messages, fmt)
     elif isinstance(src, LlmOp) and src.return_history:
         body = (Ref(llm.prompt),)
     else:  # a text prompt sent as one user message
         body = _default_system(fmt) + _message("user", _expand_ref(plan, llm.prompt), fmt)
-    return _merge_literals(body + (fmt.generation_prompt,))
+    return merge_literals(body + (fmt.generation_prompt,))
 
 
 def messages_template(plan: Plan, messages: Sequence[Message], fmt: ChatFormat) -> Template:
@@ -76,11 +76,13 @@ def static_prefix(template: Template) -> str:
     return "".join(out)
 
 
-def substitute(template: Template, values: Mapping[str, object], fmt: ChatFormat) -> list[str]:
+def substitute(template: Template, values: Mapping[str, object], fmt: ChatFormat,
+               item: str | None = None, index: int | None = None) -> list[str]:
     """Per-segment strings of a template with every Ref replaced by its value.
 
-    A conversation value renders with ``fmt``; a list value joins with newlines. Literal
-    segments are returned as they are, so callers can tokenize segment by segment.
+    A conversation value renders with ``fmt``; a list value joins with newlines. Inside a map,
+    ``item``/``index`` fill the Item/Index placeholders. Literal segments are returned as they
+    are, so callers can tokenize segment by segment.
     """
     out = []
     for seg in template:
@@ -88,6 +90,10 @@ def substitute(template: Template, values: Mapping[str, object], fmt: ChatFormat
             out.append(seg)
         elif isinstance(seg, Ref):
             out.append(value_text(values[seg.op_id], fmt))
+        elif isinstance(seg, Item):
+            out.append(item if item is not None else "")
+        elif index is not None:
+            out.append(str(index))
         else:
             raise ValueError(f"map placeholder {seg!r} outside a map")
     return out
@@ -129,7 +135,7 @@ def _expand_template(plan: Plan, template: Template, depth: int = 0) -> Template
     return tuple(out)
 
 
-def _merge_literals(template) -> Template:
+def merge_literals(template) -> Template:
     """Adjacent literals joined, empty ones dropped: ("a", "b", Ref) -> ("ab", Ref)."""
     out: list = []
     for seg in template:

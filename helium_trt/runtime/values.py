@@ -13,8 +13,8 @@ from typing import Mapping
 
 from helium_trt.errors import InvalidWorkflowError
 from helium_trt.plan.chat import ChatFormat
-from helium_trt.plan.ops import ConcatOp, FormatOp, Index, Item, MapOp, Ref, SwitchOp, Template
-from helium_trt.plan.prompt import value_text
+from helium_trt.plan.ops import ConcatOp, FormatOp, MapOp, SwitchOp, Template
+from helium_trt.plan.prompt import substitute, value_text
 
 
 def is_conversation(value: object) -> bool:
@@ -41,17 +41,7 @@ def element_values(values: Mapping[str, object], index: int) -> dict[str, object
 
 def fill(template: Template, values: Mapping[str, object], fmt: ChatFormat,
          item: str | None = None, index: int | None = None) -> str:
-    out = []
-    for seg in template:
-        if isinstance(seg, str):
-            out.append(seg)
-        elif isinstance(seg, Ref):
-            out.append(value_text(values[seg.op_id], fmt))
-        elif isinstance(seg, Item):
-            out.append(item if item is not None else "")
-        elif isinstance(seg, Index):
-            out.append(str(index))
-    return "".join(out)
+    return "".join(substitute(template, values, fmt, item, index))
 
 
 def eval_format(op: FormatOp, values: Mapping[str, object], fmt: ChatFormat):

@@ -7,6 +7,7 @@ from dataclasses import replace
 from helium_trt.optimizer.base import OptimizeContext
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import ConstantOp, FormatOp, MapOp, Op, Ref, Template
+from helium_trt.plan.prompt import merge_literals
 
 
 class FoldConstants:
@@ -54,15 +55,5 @@ def _fold(op: Op, texts: dict[str, str]) -> Op:
 
 def _inline(template: Template, texts: dict[str, str]) -> Template:
     """Refs to known text replaced by that text; adjacent literals joined, empty ones dropped."""
-    out: list = []
-    for seg in template:
-        if isinstance(seg, Ref) and seg.op_id in texts:
-            seg = texts[seg.op_id]
-        if isinstance(seg, str):
-            if not seg:
-                continue
-            if out and isinstance(out[-1], str):
-                out[-1] += seg
-                continue
-        out.append(seg)
-    return tuple(out)
+    return merge_literals(texts[s.op_id] if isinstance(s, Ref) and s.op_id in texts else s
+                          for s in template)
