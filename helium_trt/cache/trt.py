@@ -19,7 +19,7 @@ from typing import Callable
 
 from helium_trt.plan.chat import ChatFormat
 from helium_trt.plan.graph import Plan
-from helium_trt.plan.ops import LlmOp, Ref, Segment, Template
+from helium_trt.plan.ops import LlmOp, Segment, Template
 from helium_trt.plan.prompt import llm_prompt_template
 
 

@@ -12,7 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
-from helium_trt.api.convert import plan_from_proto, rows_from_proto
+from helium_trt.api.convert import plan_from_proto
 from helium_trt.api.events import event_to_proto, run_request_inputs
 from helium_trt.api.helium.v1 import service_pb2
 from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY, Engine, RetentionRange
