@@ -8,8 +8,11 @@ prefix is computed once and its consumers run while it is resident); then plan o
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import sys
+from bisect import bisect_left, insort
+from typing import Mapping
 
+from helium_trt.scheduler.prefix_index import PrefixIndex
 from helium_trt.scheduler.types import CallSpec
 
 
@@ -58,27 +61,111 @@ def topological(calls: Mapping[str, CallSpec]) -> list[str]:
 
 
 def greedy_order(calls: Mapping[str, CallSpec]) -> tuple[str, ...]:
+    """Greedy list order (see the module docstring), in O(n log n) after the prefix index.
+
+    Ready calls wait in one bucket per chain depth; within the deepest bucket, the ready calls
+    sharing the most tokens with the previous call form a contiguous run of ranks in the
+    sorted prefix index, and the earliest of them in plan order wins.
+    """
+    ids = list(calls)
     depth = chain_depths(calls)
-    position = {cid: i for i, cid in enumerate(calls)}
-    done: set[str] = set()
+    index = PrefixIndex([calls[cid].known_tokens for cid in ids])
+    successors, remaining = _dependency_counts(calls, ids)
+    buckets: dict[int, _ReadyBucket] = {}
+    for pos in (p for p in range(len(ids)) if remaining[p] == 0):
+        _bucket(buckets, depth[ids[pos]], len(ids)).add(index.rank[pos], pos)
     order: list[str] = []
-    previous: tuple[int, ...] = ()
-    pending = dict(calls)
-    while pending:
-        ready = [c for c, s in pending.items() if all(d in done or d not in calls for d in s.deps)]
-        best = min(ready, key=lambda c: (-depth[c], -common_prefix(previous, calls[c].known_tokens),
-                                         position[c]))
-        order.append(best)
-        done.add(best)
-        previous = calls[best].known_tokens
-        del pending[best]
+    previous_rank: int | None = None
+    while buckets:
+        level = max(buckets)
+        bucket = buckets[level]
+        pos = _closest(bucket, index, previous_rank)
+        previous_rank = index.rank[pos]
+        bucket.remove(previous_rank)
+        if not bucket.ranks:
+            del buckets[level]
+        order.append(ids[pos])
+        for succ in successors[pos]:
+            remaining[succ] -= 1
+            if remaining[succ] == 0:
+                _bucket(buckets, depth[ids[succ]], len(ids)).add(index.rank[succ], succ)
     return tuple(order)
 
 
-def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
+def _dependency_counts(calls: Mapping[str, CallSpec],
+                       ids: list[str]) -> tuple[list[list[int]], list[int]]:
+    """Successor positions and unmet dependency counts (dependencies outside ``calls`` are met)."""
+    position = {cid: i for i, cid in enumerate(ids)}
+    successors: list[list[int]] = [[] for _ in ids]
+    remaining = [0] * len(ids)
+    for pos, cid in enumerate(ids):
+        for dep in calls[cid].deps:
+            if dep in position:
+                successors[position[dep]].append(pos)
+                remaining[pos] += 1
+    return successors, remaining
+
+
+def _bucket(buckets: dict[int, "_ReadyBucket"], level: int, size: int) -> "_ReadyBucket":
+    found = buckets.get(level)
+    if found is None:
+        found = buckets[level] = _ReadyBucket(size)
+    return found
+
+
+def _closest(bucket: "_ReadyBucket", index: PrefixIndex, previous_rank: int | None) -> int:
+    """Plan position of the ready call sharing the longest prefix with ``previous_rank``."""
+    if previous_rank is None:
+        return bucket.min_position(0, len(index) - 1)
+    i = bisect_left(bucket.ranks, previous_rank)
+    left = index.common(bucket.ranks[i - 1], previous_rank) if i > 0 else -1
+    right = index.common(previous_rank, bucket.ranks[i]) if i < len(bucket.ranks) else -1
+    best = max(left, right)
+    lo = index.first_rank_sharing(previous_rank, best) if left == best else previous_rank
+    hi = index.last_rank_sharing(previous_rank, best) if right == best else previous_rank
+    return bucket.min_position(lo, hi)
+
+
+class _ReadyBucket:
+    """Ready calls of one depth: their ranks sorted, and a segment tree of min plan position."""
+
+    def __init__(self, size: int) -> None:
+        self.ranks: list[int] = []
+        self._size = 1 << max(size - 1, 0).bit_length()
+        self._tree = [_ABSENT] * (2 * self._size)
+
+    def add(self, rank: int, position: int) -> None:
+        insort(self.ranks, rank)
+        self._set(rank, position)
+
+    def remove(self, rank: int) -> None:
+        del self.ranks[bisect_left(self.ranks, rank)]
+        self._set(rank, _ABSENT)
+
+    def min_position(self, lo: int, hi: int) -> int:
+        """Least plan position among ready ranks in [lo, hi]."""
+        tree, best = self._tree, _ABSENT
+        lo += self._size
+        hi += self._size + 1
+        while lo < hi:
+            if lo & 1:
+                best = min(best, tree[lo])
+                lo += 1
+            if hi & 1:
+                hi -= 1
+                best = min(best, tree[hi])
+            lo >>= 1
+            hi >>= 1
+        return best
+
+    def _set(self, rank: int, value: int) -> None:
+        tree = self._tree
+        i = rank + self._size
+        tree[i] = value
+        i >>= 1
+        while i:
+            tree[i] = min(tree[2 * i], tree[2 * i + 1])
+            i >>= 1
+
+
+_ABSENT = sys.maxsize

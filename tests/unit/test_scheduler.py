@@ -106,3 +106,34 @@ def test_simulated_cache_is_lru_by_block():
 
 def test_trie_size_counts_each_distinct_prefix_token_once():
     assert trie_size([(1, 2, 3), (1, 2, 4), (5,)]) == 5
+
+
+def _reference_greedy_order(calls):
+    """The definition the fast greedy order must reproduce: rescan every ready call each step."""
+    from helium_trt.scheduler.prefix_index import common_prefix
+
+    depth, position = chain_depths(calls), {cid: i for i, cid in enumerate(calls)}
+    order, previous, pending = [], (), dict(calls)
+    while pending:
+        ready = [c for c, s in pending.items() if all(d in order or d not in calls for d in s.deps)]
+        best = min(ready, key=lambda c: (-depth[c], -common_prefix(previous, calls[c].known_tokens),
+                                         position[c]))
+        order.append(best)
+        previous = calls[best].known_tokens
+        del pending[best]
+    return tuple(order)
+
+
+def test_greedy_order_matches_the_rescanning_definition_on_random_dags():
+    import random
+
+    rng = random.Random(7)
+    for trial in range(200):
+        n = rng.randint(1, 30)
+        calls = {}
+        for i in range(n):
+            prefix = rng.choice([(), SYS_A[:rng.randint(0, 64)], SYS_B[:rng.randint(0, 64)]])
+            tail = tuple(rng.choice((1, 2, 3)) for _ in range(rng.randint(0, 4)))
+            deps = tuple(rng.sample([f"c{j}" for j in range(i)], k=min(i, rng.randint(0, 2))))
+            calls[f"c{i}"] = spec(f"c{i}", prefix + tail, deps=deps)
+        assert greedy_order(calls) == _reference_greedy_order(calls), trial

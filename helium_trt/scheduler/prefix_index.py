@@ -1,0 +1,83 @@
+"""Token sequences in lexicographic order with O(1) common-prefix lengths (pure).
+
+In sorted order, the common prefix of two sequences is the minimum of the adjacent common
+prefixes between them, so a sparse table over adjacent lengths answers any pair in O(1) and
+finds the contiguous run of ranks sharing at least L tokens with a given one in O(log n).
+"""
+
+from __future__ import annotations
+
+import sys
+from array import array
+from typing import Sequence
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token sequences (non-negative ids below 2**32)."""
+    return _common_of_ints(_as_int(a), len(a), _as_int(b), len(b))
+
+
+class PrefixIndex:
+    """Ranks of ``sequences`` in sorted order and common-prefix queries between ranks."""
+
+    def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
+        self.order = sorted(range(len(sequences)), key=sequences.__getitem__)
+        self.rank = [0] * len(sequences)
+        for r, i in enumerate(self.order):
+            self.rank[i] = r
+        self._table = [adjacent_common_prefixes([sequences[i] for i in self.order])]
+        step = 1
+        while 2 * step <= len(self._table[0]):
+            prev = self._table[-1]
+            self._table.append(list(map(min, prev[:len(prev) - step], prev[step:])))
+            step *= 2
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def common(self, r1: int, r2: int) -> int:
+        """Common prefix length of the sequences at ranks ``r1 < r2``."""
+        level = (r2 - r1).bit_length() - 1
+        row = self._table[level]
+        return min(row[r1], row[r2 - (1 << level)])
+
+    def first_rank_sharing(self, r: int, length: int) -> int:
+        """Smallest rank whose sequence shares at least ``length`` tokens with rank ``r``."""
+        lo = r
+        for level in range(len(self._table) - 1, -1, -1):
+            step = 1 << level
+            if lo - step >= 0 and self._table[level][lo - step] >= length:
+                lo -= step
+        return lo
+
+    def last_rank_sharing(self, r: int, length: int) -> int:
+        """Largest rank whose sequence shares at least ``length`` tokens with rank ``r``."""
+        hi = r
+        for level in range(len(self._table) - 1, -1, -1):
+            row = self._table[level]
+            if hi < len(row) and row[hi] >= length:
+                hi += 1 << level
+        return hi
+
+
+def adjacent_common_prefixes(ranked: Sequence[Sequence[int]]) -> list[int]:
+    """Common prefix length of each sequence with the next one."""
+    ints = [_as_int(s) for s in ranked]
+    return [_common_of_ints(ints[i], len(ranked[i]), ints[i + 1], len(ranked[i + 1]))
+            for i in range(len(ranked) - 1)]
+
+
+def _as_int(tokens: Sequence[int]) -> int:
+    # NOTE: one big integer per sequence, 32 bits a token, first token most significant: XOR
+    # then bit_length finds the first differing token at C speed (a Python loop was 90% of
+    # the greedy order's time on Trading x 32 rows).
+    packed = array("I", tokens)
+    if sys.byteorder == "little":
+        packed.byteswap()
+    return int.from_bytes(packed.tobytes(), "big")
+
+
+def _common_of_ints(a: int, len_a: int, b: int, len_b: int) -> int:
+    n = min(len_a, len_b)
+    diff = (a >> 32 * (len_a - n)) ^ (b >> 32 * (len_b - n))
+    return n - (diff.bit_length() + 31) // 32
