@@ -2,7 +2,7 @@
 
 Each row is evaluated on demand from its outputs: an operator runs as soon as the inputs it
 needs exist, and a switch computes only the branch it chooses. LLM calls go through the
-Dispatcher (scheduler order, bounded concurrency, warm-ups, retention). A failure ends only its
+Dispatcher (scheduler order, bounded concurrency, prefix leaders, retention). A failure ends only its
 row; the other rows finish.
 """
 
@@ -68,7 +68,6 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
     queue: asyncio.Queue = asyncio.Queue()
     run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats), options,
                caches, stats, queue.put_nowait, tools)
-    run.dispatcher.start_warming()
     row_tasks = [asyncio.ensure_future(_RowRun(run, i, row).execute()) for i, row in enumerate(rows)]
     done = asyncio.ensure_future(asyncio.gather(*row_tasks))
     done.add_done_callback(lambda _: queue.put_nowait(None))
@@ -76,7 +75,6 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
         while (event := await queue.get()) is not None:
             yield event
         await done
-        await run.dispatcher.finish_warming()
         yield stats.finish((time.perf_counter() - start) * 1000.0)
     finally:
         for task in row_tasks:
