@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
+from helium_trt.scheduler.prefix_index import adjacent_common_prefixes
 from helium_trt.scheduler.types import (
     DEFAULT_PRIORITY, CallSpec, RetentionSpan, SchedulerConfig, WarmPrefix,
 )
@@ -25,8 +26,8 @@ def warm_prefixes(calls: Mapping[str, CallSpec], order: Sequence[str],
     # The deepest prefix a sequence shares with any other is shared with a sorted neighbour.
     ranked = sorted(order, key=statics.__getitem__)
     best = dict.fromkeys(order, 0)
-    for a, b in zip(ranked, ranked[1:]):
-        n = _common(statics[a], statics[b])
+    shared = adjacent_common_prefixes([statics[cid] for cid in ranked])
+    for a, b, n in zip(ranked, ranked[1:], shared):
         best[a], best[b] = max(best[a], n), max(best[b], n)
     chosen: dict[tuple[int, ...], list[str]] = {}
     for cid in order:
@@ -59,11 +60,3 @@ def warm_spans(prefix: WarmPrefix, config: SchedulerConfig) -> tuple[RetentionSp
         return ()
     return (RetentionSpan(0, len(prefix.tokens), config.high_priority),)
 
-
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
