@@ -49,6 +49,11 @@ class EngineRequest:
     """One tokenized LLM call.
 
     ``priority`` orders waiting requests (higher first); retention fields steer KV eviction.
+    ``reuse_prefix`` False: the request neither reuses cached prefix blocks nor publishes its
+    own for later requests (a per-request "no prefix caching", for ablations).
+
+    NOTE: TensorRT-LLM has no per-request switch for block reuse, so TritonEngine ignores
+    ``reuse_prefix``; only the embedded engine honours it.
     """
 
     request_id: str
@@ -58,6 +63,7 @@ class EngineRequest:
     decode_retention_priority: int | None = None
     decode_retention_duration_ms: int | None = None
     priority: int = 0
+    reuse_prefix: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,7 +81,7 @@ class KVManager:
         """Put newly completed blocks of ``seq`` into the tree, switching to the tree's copies."""
         num_full = seq.num_computed_tokens // self.block_size
         start = seq.num_inserted_blocks
-        if num_full <= start or not self.enable_prefix_caching:
+        if num_full <= start or not self._can_share(seq):
             return
         tokens = seq.token_ids[:num_full * self.block_size]
         # The tree walks from the root; blocks below ``start`` are already there and unchanged.
@@ -108,7 +108,7 @@ class KVManager:
 
         A request that samples needs the logits of its last token, so it computes at least it.
         """
-        if not self.enable_prefix_caching:
+        if not self._can_share(seq):
             return [], None, 0
         tokens = seq.token_ids
         limit = len(tokens) if seq.is_warm_only else len(tokens) - 1
@@ -122,6 +122,9 @@ class KVManager:
         if num_partial <= 0:
             return matched, None, 0
         return matched, copy_src, num_partial
+
+    def _can_share(self, seq: Sequence) -> bool:
+        return self.enable_prefix_caching and seq.request.reuse_prefix
 
     def _allocate(self, num_blocks: int, now: float) -> list[int]:
         shortfall = num_blocks - self.pool.num_free

@@ -24,7 +24,7 @@ import asyncio
 import heapq
 import itertools
 from collections import Counter
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Callable, Sequence
 
 from helium_trt.engine.base import (
@@ -36,11 +36,10 @@ from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.stats import StatsAccumulator
 from helium_trt.scheduler import Schedule, retention_spans
 
-# NOTE: the Engine protocol has no per-request switch for prefix reuse. When an engine's
-# EngineRequest grows a ``cache_salt`` field we send a fresh salt per call; until then a run
-# with kv_prefix_reuse off is *accounted* as reuse-free (every prompt token counted computed)
-# and warming and retention priorities are off too (prepare_run); order keeps its own switch.
-_HAS_SALT = "cache_salt" in {f.name for f in fields(EngineRequest)}
+# NOTE: kv_prefix_reuse off sends EngineRequest.reuse_prefix=False, which the embedded engine
+# honours (no match, no publish); TritonEngine cannot (TensorRT-LLM has no per-request switch),
+# so there the reported reuse is the engine's real one. Warming and retention are off too
+# (prepare_run); order keeps its own switch.
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,15 +114,13 @@ class Dispatcher:
                           DEFAULT_RETENTION_PRIORITY) for s in spans)
             decode = DEFAULT_RETENTION_PRIORITY
         c = llm.config
-        extra = {"cache_salt": f"nosalt-{next(self._ids)}"} \
-            if _HAS_SALT and not self._options.kv_prefix_reuse else {}
         return EngineRequest(
             request_id=f"{call_id}.{item}.{next(self._ids)}", prompt_token_ids=prompt,
             sampling=SamplingConfig(max_tokens=c.max_tokens, temperature=c.temperature,
                                     top_p=c.top_p, top_k=c.top_k, seed=c.seed,
                                     stop_strings=tuple(c.stop)),
             retention_ranges=_ranges(spans), decode_retention_priority=decode,
-            priority=self._options.priority, **extra)
+            priority=self._options.priority, reuse_prefix=self._options.kv_prefix_reuse)
 
     async def _run(self, engine: Engine, request: EngineRequest, on_text,
                    led: list[asyncio.Future]) -> CallOutcome:
@@ -138,8 +135,6 @@ class Dispatcher:
             reason = result.error if result is not None and result.error else "no result"
             raise CallFailed(f"engine call failed: {reason}")
         computed, cached = result.num_computed_tokens, result.num_cached_tokens
-        if not self._options.kv_prefix_reuse and not _HAS_SALT:
-            computed, cached = result.num_prompt_tokens, 0
         self._stats.record_call(request.prompt_token_ids, computed, cached,
                                 len(result.output_token_ids))
         return CallOutcome(result.text, result.num_prompt_tokens, cached,
