@@ -106,9 +106,8 @@ def _why(helium: dict, baseline: dict) -> str:
 
 # ---- markdown ------------------------------------------------------------------------------
 
-_COLUMNS = ("system", "wall s", "rows/min", "x call-level", "x naive", "x opwise",
-            "x querywise", "x vllm", "prefill computed", "reused", "trie min", "min/computed",
-            "KV hit", "planning ms", "mean TTFT ms", "calls", "decode tok")
+_COLUMNS = ("system", "wall s", "rows/min", *(f"x {b}" for b in BASELINES), "prefill computed",
+            "reused", "trie min", "min/computed", "KV hit", "planning ms", "mean TTFT ms", "calls", "decode tok")
 
 
 def markdown(report: dict) -> str:

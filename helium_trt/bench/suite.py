@@ -86,8 +86,9 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
                                                                           dict[str, Path]]:
     started = time.perf_counter()
     with_vllm = vllm_server.is_available() if config.with_vllm is None else config.with_vllm
-    notes = ["2 CPU cores shared with other engineers' test runs: absolute times are noisy; "
-             "ratios from one run are the figures to read."]
+    load = os.getloadavg()[0]
+    notes = [f"1-minute load average at start {load:.2f} on {os.cpu_count()} CPUs; each system "
+             "runs once, so ratios from this one run are the figures to read."]
     if not with_vllm:
         notes.append("vLLM peer skipped (no venv at "
                       f"{vllm_server.venv_path()}; run benchmarks/setup_vllm.sh, or --with-vllm).")
