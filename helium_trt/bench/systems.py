@@ -60,6 +60,8 @@ def all_systems() -> tuple[System, ...]:
         System("helium @half-kv", "all on, KV cache at half the working set", h, kv_fraction=0.5),
         System("call-level", "workflow-unaware orchestrator, engine LRU prefix cache",
                CALL_LEVEL_OPTIONS),
+        System("call-level @half-kv", "call-level with the KV cache at half the working set",
+               CALL_LEVEL_OPTIONS, kv_fraction=0.5),
         System(OPWISE, "one operator at a time over all rows", _ORDERED_OPTIONS, order=OPWISE),
         System(QUERYWISE, "one row at a time through the whole workflow", _ORDERED_OPTIONS,
                order=QUERYWISE),
