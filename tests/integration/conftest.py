@@ -54,6 +54,15 @@ class TritonDeployment:
 
 
 @pytest.fixture(scope="session")
+def long_tiny_model_dir(tmp_path_factory):
+    """The tiny model with a 4096-token window, so the example workflows' prompts fit."""
+    from helium_trt.engine.tiny_model import TinyModelConfig, build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("tiny_long"),
+                            TinyModelConfig(max_position_embeddings=4096))
+
+
+@pytest.fixture(scope="session")
 def triton_model_dir(tiny_model_dir) -> Path:
     return Path(os.environ.get("HELIUM_TEST_MODEL_DIR") or tiny_model_dir)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 
-import pytest
 
 from helium_trt.api.convert import plan_from_proto
 from helium_trt.api.helium.v1 import workflow_pb2
@@ -13,15 +12,6 @@ from helium_trt.engine.config import EngineConfig
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
 from helium_trt.runtime.workflow import run_workflow
 from google.protobuf import json_format
-
-
-@pytest.fixture(scope="session")
-def long_tiny_model_dir(tmp_path_factory):
-    """The tiny model with a 4096-token window, so the example workflows' prompts fit."""
-    from helium_trt.engine.tiny_model import TinyModelConfig, build_tiny_model
-
-    return build_tiny_model(tmp_path_factory.mktemp("tiny_long"),
-                            TinyModelConfig(max_position_embeddings=4096))
 
 
 def make_engine(model_dir, num_blocks=1024):

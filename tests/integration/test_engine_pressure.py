@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from engine_helpers import collect, request, run_all
+from engine_helpers import request, run_all
 
 from helium_trt.engine.base import EngineRequest, RetentionRange, SamplingConfig, TokenDelta
 from helium_trt.engine.config import EngineConfig

@@ -24,7 +24,7 @@ from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc, workflow_pb2
 from helium_trt.runtime.events import RowOutput
 from helium_trt.runtime.workflow import run_workflow
 
-from runtime_helpers import long_tiny_model_dir, make_engine  # noqa: F401  (fixture)
+from runtime_helpers import make_engine
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -5,14 +5,11 @@ import asyncio
 import json
 from dataclasses import replace
 
-from runtime_helpers import (  # noqa: F401
-    collect, long_tiny_model_dir, make_engine, run_on_fresh_engines, workflow,
-)
+from runtime_helpers import collect, make_engine, run_on_fresh_engines, workflow
 
 from helium_trt.api.events import event_to_proto
 from helium_trt.runtime.options import RunOptions, naive_options
 from helium_trt.runtime.planning import RuntimeCaches
-from helium_trt.runtime.workflow import run_workflow
 
 LONG_SYS = ("You are a careful assistant. Answer the question briefly and clearly. " * 6).strip()
 CFG = {"maxTokens": 6}

@@ -4,7 +4,7 @@
 from pathlib import Path
 
 import pytest
-from runtime_helpers import long_tiny_model_dir, run_on_fresh_engines  # noqa: F401
+from runtime_helpers import run_on_fresh_engines
 
 from helium_trt.api.convert import load_request_file, plan_from_proto, rows_from_proto
 from helium_trt.runtime.options import RunOptions, naive_options

@@ -31,9 +31,12 @@ def test_fully_live_plan_is_returned_unchanged():
     assert EliminateDeadOps().apply(plan, CTX) is plan
 
 
-def test_dead_op_elimination_keeps_outputs_and_saves_calls():
+def test_dead_op_elimination_keeps_outputs_and_calls():
+    # The reference evaluator is demand-driven, like the runtime: a dead LLM op is never called
+    # either way; the rule's gain is a smaller plan for the later rules, the TRT and scheduler.
     before = _plan()
     after = EliminateDeadOps().apply(before, CTX)
     (out_b, calls_b), (out_a, calls_a) = evaluate(before), evaluate(after)
     assert out_b == out_a
-    assert calls_a == 1
+    assert calls_b == calls_a == 1
+    assert len(after.llm_ops) < len(before.llm_ops)
