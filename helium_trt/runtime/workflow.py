@@ -239,10 +239,8 @@ class _RowRun:
             run.stats.num_result_cache_hits += 1
             return _with_history(llm, prompt_value, found), 0, 0, 0, True
         prompt = run.prepared.tokenizer.encode_segments(segments)
-        on_text = None
-        if run.options.stream_tokens:
-            def on_text(delta: str) -> None:
-                run.emit(TokenDelta(op_id, self.row, delta, item))
+        on_text = (lambda delta: run.emit(TokenDelta(op_id, self.row, delta, item))) \
+            if run.options.stream_tokens else None
         outcome = await run.dispatcher.call(call_id(op_id, self.row), item, llm, prompt, on_text)
         run.caches.output_lengths.observe(op_id, outcome.num_output_tokens)
         if use_cache:
