@@ -134,3 +134,51 @@ def workload_names(names: Sequence[str] | None) -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"unknown workload(s) {unknown}; known: {list(WORKLOAD_NAMES)}")
     return tuple(names)
+
+
+# --cross-batch: rows per day and decode cap so both days of every system fit in ~5-8 minutes.
+CROSS_BATCH_SIZES = {
+    "map_reduce": (WorkloadSize(4, 16, 7),),
+    "trading": (WorkloadSize(2, 16),),
+    **{name: (WorkloadSize(4, 16),) for name in ("debate", "reflection", "iterative", "parallel")},
+}
+CROSS_BATCH_WORKLOADS = ("map_reduce", "trading")
+
+
+def run_cross_batch_suite(config: SuiteConfig, overlap: float, write: Callable[[str], None]):
+    """Day 1 then day 2 of each workload per system; reports day 2 (bench_cross_batch.*)."""
+    from helium_trt.bench.cross_batch import (
+        load_batches, run_cross_batch, select_cross_batch_systems)
+    from helium_trt.bench.cross_batch_report import build_cross_batch_report, write_cross_batch
+
+    if not 0.0 <= overlap <= 1.0:
+        raise ValueError(f"--overlap must be within [0, 1], got {overlap}")
+    started = time.perf_counter()
+    systems = select_cross_batch_systems(config.systems)
+    sizes = config.sizes or CROSS_BATCH_SIZES
+    batches = [load_batches(name, size, overlap, config.seed)
+               for name in config.workloads for size in sizes[name]]
+    engines = BenchEngines(config.model_dir, dtype=config.dtype)
+    write(f"bench --cross-batch: {len(batches)} workloads x {len(systems)} systems, "
+          f"overlap {overlap:.0%} ({', '.join(s.system.name for s in systems)})")
+    warm_up(engines)
+    meta = {
+        "command": config.command, "model": config.model_dir.name, "dtype": config.dtype,
+        "seed": config.seed, "overlap": overlap, "stem": "bench_cross_batch",
+        "systems": {s.system.name: s.system.description for s in systems},
+        "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "started": datetime.datetime.now().isoformat(timespec="seconds"),
+        "notes": [f"1-minute load average at start {os.getloadavg()[0]:.2f}; each system runs "
+                  "once on a fresh engine (day 1, Warm for helium, day 2); only day 2 is timed."],
+        "title": f"helium_trt bench --cross-batch --overlap {overlap}: {config.model_dir.name}",
+    }
+
+    def report_so_far(runs):
+        meta["total_s"] = time.perf_counter() - started
+        report = build_cross_batch_report(runs, meta)
+        return report, write_cross_batch(report, config.out_dir, config.json_path)
+
+    progress = BenchProgress(len(batches) * len(systems), write)
+    runs = run_cross_batch(batches, systems, engines, progress, on_workload=report_so_far)
+    report, paths = report_so_far(runs)
+    return report, runs, paths

@@ -80,6 +80,30 @@ def load_workload(name: str, size: WorkloadSize, seed: int = 0,
     return Workload(name, size, cap_max_tokens(plan, size.max_tokens))
 
 
+def load_cross_batch(name: str, size: WorkloadSize, overlap: float,
+                     seed: int = 0) -> tuple[Workload, Workload, int]:
+    """Two batches of ``size.num_rows`` rows each (day 1, day 2) and how many rows repeat: day 2
+    starts with the first ``round(overlap * num_rows)`` rows of day 1 verbatim (same chunks,
+    same question), the rest are rows day 1 never saw. Same workflow, same static prompts."""
+    num_rows = size.num_rows
+    num_repeated = min(num_rows, max(0, round(overlap * num_rows)))
+    both = load_workload(name, replace(size, num_rows=2 * num_rows - num_repeated), seed)
+    rows = both.rows
+    day1 = Workload(name, size, replace(both.plan, rows=rows[:num_rows]))
+    day2 = Workload(name, size, replace(both.plan, rows=rows[:num_repeated] + rows[num_rows:]))
+    return day1, day2, num_repeated
+
+
+def load_workflow_proto(name: str, fan_out: int | None = None,
+                        directory: Path | None = None) -> service_pb2.RunRequest:
+    """The example's helium.v1 request without rows (what a client registers with Warm)."""
+    data = copy.deepcopy(_read_example(Path(directory or examples_dir()), name))
+    if fan_out is not None and name == "map_reduce":
+        data = _with_experts(data, fan_out)
+    data.pop("rows", None)
+    return json_format.ParseDict(data, service_pb2.RunRequest())
+
+
 def hash_seed(name: str, seed: int) -> int:
     """A seed stable across processes (``hash()`` of a str is salted per process)."""
     return seed * 1_000_003 + sum((i + 1) * ord(c) for i, c in enumerate(name))

@@ -67,3 +67,54 @@ def test_markdown_plot_and_progress(bench):
     assert "over call-level" in text  # reflection is a primitive: the 1.6x target is listed
     assert paths["png"].stat().st_size > 1000
     assert any("reflection" in line and "helium" in line for line in lines)
+
+
+# Cross-batch: day 2 repeats one of day 1's two rows; helium keeps its caches across the days.
+@pytest.fixture(scope="module")
+def cross_batch(tiny_model_dir, tmp_path_factory):
+    from helium_trt.bench.suite import run_cross_batch_suite
+
+    config = SuiteConfig(
+        model_dir=tiny_model_dir, workloads=("reflection",), dtype="float32",
+        systems=("helium", "call-level"), out_dir=tmp_path_factory.mktemp("cross"),
+        sizes={"reflection": (WorkloadSize(num_rows=2, max_tokens=4, padding=0),)})
+    lines: list[str] = []
+    report, runs, paths = run_cross_batch_suite(config, 0.5, lines.append)
+    return report, {run.system: run for run in runs}, paths
+
+
+def test_cross_batch_day2_repeats_day1_rows_and_only_new_ones_are_new():
+    from helium_trt.bench.cross_batch import load_batches
+
+    batch = load_batches("map_reduce", WorkloadSize(4, 8, 4), 0.5)
+    assert batch.num_repeated == 2
+    assert batch.day2.rows[:2] == batch.day1.rows[:2]
+    assert not set(map(str, batch.day2.rows[2:])) & set(map(str, batch.day1.rows))
+    assert batch.workflow.ops and batch.day1.plan.ops == batch.day2.plan.ops
+
+
+def test_cross_batch_repeated_rows_identical_and_helium_runs_fewer_calls(cross_batch):
+    _, runs, _ = cross_batch
+    helium, call_level = runs["helium"], runs["call-level"]
+    for run in (helium, call_level):
+        assert run.day1.num_rows_failed == run.day2.num_rows_failed == 0
+        assert len(run.day2.outputs) == 2
+    # Greedy: the repeated row's day-2 outputs are day 1's, whoever computed them.
+    assert helium.day2.outputs[0] == helium.day1.outputs[0]
+    assert call_level.day2.outputs[0] == call_level.day1.outputs[0]
+    assert helium.num_repeated_identical == helium.num_repeated == 1
+    # Call-level recomputes every call; helium answers the repeated row from its result cache.
+    assert call_level.day2.num_llm_calls == call_level.day1.num_llm_calls == 2 * 5
+    assert helium.day2.num_llm_calls < call_level.day2.num_llm_calls
+    assert helium.day2.num_result_cache_hits > 0 and call_level.day2.num_result_cache_hits == 0
+    assert helium.warm_ms > 0 and call_level.warm_ms == 0
+
+
+def test_cross_batch_report_files(cross_batch):
+    report, _, paths = cross_batch
+    (systems,) = report["workloads"].values()
+    assert systems["helium"]["speedup_vs_call_level"] > 0
+    assert systems["call-level"]["speedup_vs_call_level"] == pytest.approx(1.0)
+    assert json.loads(paths["json"].read_text())["meta"]["overlap"] == 0.5
+    assert "| helium |" in paths["markdown"].read_text()
+    assert paths["png"].stat().st_size > 1000

@@ -20,6 +20,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         help="run only this workload (repeatable)")
     parser.add_argument("--system", action="append", default=None, metavar="NAME",
                         help="run only this system (repeatable; 'helium', 'call-level', ...)")
+    parser.add_argument("--cross-batch", action="store_true",
+                        help="cross-batch scenario: day 1 then day 2 (rows partly repeated) on "
+                             "the same server; reports day 2 (default workloads map_reduce, "
+                             "trading)")
+    parser.add_argument("--overlap", type=float, default=0.5,
+                        help="--cross-batch: fraction of day 2's rows repeated from day 1")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for the markdown, JSON and PNG (default benchmarks/results)")
@@ -34,23 +40,29 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from helium_trt.bench.suite import SuiteConfig, run_suite, workload_names
+    from helium_trt.bench.suite import (
+        CROSS_BATCH_WORKLOADS, SuiteConfig, run_cross_batch_suite, run_suite, workload_names)
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
     try:
         names = workload_names(args.workload)
+        if args.cross_batch and not args.workload:
+            names = CROSS_BATCH_WORKLOADS
         config = SuiteConfig(
             model_dir=args.model or default_model_dir(), quick=args.quick, workloads=names,
             systems=tuple(args.system) if args.system else None, with_vllm=args.with_vllm,
             dtype=args.dtype, out_dir=args.out, json_path=args.json,
             command="helium-trt bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "")
-        report, _, paths = run_suite(config, progress)
+        if args.cross_batch:
+            report, _, paths = run_cross_batch_suite(config, args.overlap, progress)
+        else:
+            report, _, paths = run_suite(config, progress)
     except ValueError as exc:
         print(f"helium-trt bench: {exc}", file=sys.stderr)
         return 2
-    for target in report["targets"]:
+    for target in report.get("targets", ()):
         mark = "met " if target["met"] else "MISS"
         print(f"[{mark}] {target['target']}: {target['value']:.2f}  ({target['why']})")
     for kind, path in paths.items():
