@@ -164,7 +164,8 @@ def run_cross_batch_suite(config: SuiteConfig, overlap: float, write: Callable[[
     warm_up(engines)
     meta = {
         "command": config.command, "model": config.model_dir.name, "dtype": config.dtype,
-        "seed": config.seed, "overlap": overlap, "stem": "bench_cross_batch",
+        "seed": config.seed, "overlap": overlap,
+        "stem": "bench_cross_batch" + ("" if overlap == 0.5 else f"_overlap{round(overlap * 100)}"),
         "systems": {s.system.name: s.system.description for s in systems},
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "started": datetime.datetime.now().isoformat(timespec="seconds"),

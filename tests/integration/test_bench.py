@@ -90,6 +90,12 @@ def test_cross_batch_day2_repeats_day1_rows_and_only_new_ones_are_new():
     assert batch.num_repeated == 2
     assert batch.day2.rows[:2] == batch.day1.rows[:2]
     assert not set(map(str, batch.day2.rows[2:])) & set(map(str, batch.day1.rows))
+    # Trading's sample rows repeat; a new day-2 row still differs from every day-1 row in
+    # every per-source column (news, social, market, fundamentals).
+    trading = load_batches("trading", WorkloadSize(2, 8), 0.5)
+    new, old = trading.day2.rows[1], trading.day1.rows
+    for column in (c for c in new if c.startswith(("news_", "social_", "market_"))):
+        assert all(new[column] != row[column] for row in old), column
     assert batch.workflow.ops and batch.day1.plan.ops == batch.day2.plan.ops
 
 
