@@ -22,7 +22,7 @@ from helium_trt.bench.harness import BenchProgress, EngineFactory, SystemRun, ha
     run_on_engine
 from helium_trt.bench.systems import CALL_LEVEL_OPTIONS, HELIUM, System
 from helium_trt.bench.workloads import Workload, WorkloadSize, load_cross_batch, \
-    load_workflow_proto
+    load_workflow_proto, load_workload
 from helium_trt.engine.base import Engine
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.planning import RuntimeCaches
@@ -32,6 +32,8 @@ CALL_LEVEL = "call-level"
 # Suffix of the systems whose KV cache holds about one day's working set, not two.
 DAY_KV = " @day-kv"
 DAY_KV_FRACTION = 1.0
+INTERLUDE_ROWS = 8
+_OTHER_TENANT = System("other tenant", "workflow-unaware client", CALL_LEVEL_OPTIONS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,18 +83,25 @@ class CrossBatch:
     day2: Workload
     num_repeated: int
     workflow: service_pb2.Workflow
+    interlude: Workload | None = None  # other tenants' traffic between the days
 
     @property
     def label(self) -> str:
         fan = f" k={self.size.fan_out}" if self.size.fan_out else ""
+        between = f", {self.interlude.label} between" if self.interlude else ""
         return (f"{self.name} ({self.size.num_rows} rows/day{fan}, "
-                f"{self.num_repeated} repeated)")
+                f"{self.num_repeated} repeated{between})")
 
 
-def load_batches(name: str, size: WorkloadSize, overlap: float, seed: int = 0) -> CrossBatch:
+def load_batches(name: str, size: WorkloadSize, overlap: float, seed: int = 0,
+                 interlude: str | None = None) -> CrossBatch:
+    """``interlude``: a workload whose INTERLUDE_ROWS rows run between the days through a
+    workflow-unaware client (another tenant), pushing the LRU cache past yesterday's state."""
     day1, day2, num_repeated = load_cross_batch(name, size, overlap, seed)
     workflow = load_workflow_proto(name, size.fan_out).workflow
-    return CrossBatch(name, size, overlap, day1, day2, num_repeated, workflow)
+    other = (load_workload(interlude, WorkloadSize(INTERLUDE_ROWS, size.max_tokens), seed + 1)
+             if interlude else None)
+    return CrossBatch(name, size, overlap, day1, day2, num_repeated, workflow, other)
 
 
 @dataclass
@@ -105,6 +114,7 @@ class CrossBatchRun:
     day2: SystemRun
     warm_ms: float
     warm_tokens_computed: int
+    interlude_ms: float
     num_repeated: int
     num_repeated_identical: int  # repeated rows whose day-2 outputs equal day 1's
 
@@ -117,16 +127,20 @@ async def run_days(batch: CrossBatch, entry: CrossBatchSystem, engine: Engine,
     caches = RuntimeCaches()
     try:
         day1 = await run_on_engine(batch.day1, system, engine, caches, kv_blocks)
-        warm_ms, warm_tokens = 0.0, 0
-        if entry.warm_between_days:
+        warm_ms, warm_tokens, interlude_ms = 0.0, 0, 0.0
+        if entry.warm_between_days:  # registered right after day 1, kept through the interlude
             warm_ms, warm_tokens = await _warm_keep(batch.workflow, engine, caches)
+        if batch.interlude is not None:
+            other = await run_on_engine(batch.interlude, _OTHER_TENANT, engine, RuntimeCaches(),
+                                        kv_blocks)
+            interlude_ms = other.wall_ms
         day2 = await run_on_engine(batch.day2, system, engine, caches, kv_blocks)
     finally:
         await engine.close()
     identical = sum(1 for row in range(batch.num_repeated)
                     if row in day2.outputs and day2.outputs[row] == day1.outputs.get(row))
     return CrossBatchRun(batch.label, system.name, day1, day2, warm_ms, warm_tokens,
-                         batch.num_repeated, identical)
+                         interlude_ms, batch.num_repeated, identical)
 
 
 async def _warm_keep(workflow: service_pb2.Workflow, engine: Engine,
@@ -164,8 +178,8 @@ def run_cross_batch(batches: Sequence[CrossBatch], systems: Sequence[CrossBatchS
             runs.append(run)
             if progress:
                 progress.write(f"    day 1 {run.day1.wall_ms / 1000:7.2f} s, warm "
-                               f"{run.warm_ms / 1000:.2f} s ({run.warm_tokens_computed} tokens); "
-                               f"day 2:")
+                               f"{run.warm_ms / 1000:.2f} s ({run.warm_tokens_computed} tokens), "
+                               f"interlude {run.interlude_ms / 1000:.2f} s; day 2:")
                 progress.end(run.day2)
         if on_workload:
             on_workload(runs)

@@ -22,6 +22,7 @@ def day2_figures(run: CrossBatchRun, by_system: dict[str, CrossBatchRun]) -> dic
     return {
         "day2_wall_s": d2.wall_ms / 1000.0, "day1_wall_s": run.day1.wall_ms / 1000.0,
         "warm_s": run.warm_ms / 1000.0, "warm_tokens_computed": run.warm_tokens_computed,
+        "interlude_s": run.interlude_ms / 1000.0,
         "speedup_vs_call_level": base.day2.wall_ms / d2.wall_ms if base and d2.wall_ms else None,
         "baseline": baseline_of(run.system) if base else None,
         "num_llm_calls": d2.num_llm_calls, "day1_num_llm_calls": run.day1.num_llm_calls,
@@ -57,7 +58,9 @@ def markdown(report: dict) -> str:
              f"Model: {meta.get('model')} ({meta.get('dtype')}), embedded CPU engine; "
              f"{meta.get('host', '')}  ",
              f"Started {meta.get('started', '')}, took {meta.get('total_s', 0):.0f} s; "
-             f"day 2 repeats {meta.get('overlap', 0):.0%} of day 1's rows.  "]
+             f"day 2 repeats {meta.get('overlap', 0):.0%} of day 1's rows"
+             + (f"; {meta['interlude']} traffic from another client runs between the days"
+                if meta.get("interlude") else "") + ".  "]
     lines += [f"- {note}" for note in meta.get("notes", [])]
     for label, systems in report["workloads"].items():
         lines += ["", f"## {label}", "", "| " + " | ".join(_COLUMNS) + " |",

@@ -145,8 +145,10 @@ CROSS_BATCH_SIZES = {
 CROSS_BATCH_WORKLOADS = ("map_reduce", "trading")
 
 
-def run_cross_batch_suite(config: SuiteConfig, overlap: float, write: Callable[[str], None]):
-    """Day 1 then day 2 of each workload per system; reports day 2 (bench_cross_batch.*)."""
+def run_cross_batch_suite(config: SuiteConfig, overlap: float, write: Callable[[str], None],
+                          interlude: str | None = None):
+    """Day 1 then day 2 of each workload per system (``interlude``: another workload's rows
+    between the days); reports day 2 (bench_cross_batch*.*)."""
     from helium_trt.bench.cross_batch import (
         load_batches, run_cross_batch, select_cross_batch_systems)
     from helium_trt.bench.cross_batch_report import build_cross_batch_report, write_cross_batch
@@ -156,7 +158,9 @@ def run_cross_batch_suite(config: SuiteConfig, overlap: float, write: Callable[[
     started = time.perf_counter()
     systems = select_cross_batch_systems(config.systems)
     sizes = config.sizes or CROSS_BATCH_SIZES
-    batches = [load_batches(name, size, overlap, config.seed)
+    if interlude is not None:
+        workload_names([interlude])
+    batches = [load_batches(name, size, overlap, config.seed, interlude)
                for name in config.workloads for size in sizes[name]]
     engines = BenchEngines(config.model_dir, dtype=config.dtype)
     write(f"bench --cross-batch: {len(batches)} workloads x {len(systems)} systems, "
@@ -165,7 +169,8 @@ def run_cross_batch_suite(config: SuiteConfig, overlap: float, write: Callable[[
     meta = {
         "command": config.command, "model": config.model_dir.name, "dtype": config.dtype,
         "seed": config.seed, "overlap": overlap,
-        "stem": "bench_cross_batch" + ("" if overlap == 0.5 else f"_overlap{round(overlap * 100)}"),
+        "stem": "bench_cross_batch" + ("" if overlap == 0.5 else f"_overlap{round(overlap * 100)}")
+        + (f"_interlude_{interlude}" if interlude else ""), "interlude": interlude,
         "systems": {s.system.name: s.system.description for s in systems},
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "started": datetime.datetime.now().isoformat(timespec="seconds"),

@@ -26,6 +26,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "trading)")
     parser.add_argument("--overlap", type=float, default=0.5,
                         help="--cross-batch: fraction of day 2's rows repeated from day 1")
+    parser.add_argument("--interlude", default=None, metavar="NAME",
+                        help="--cross-batch: run 8 rows of this workload from another, "
+                             "workflow-unaware client between the days")
     parser.add_argument("--json", type=Path, default=None, help="write the JSON report here")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results"),
                         help="folder for the markdown, JSON and PNG (default benchmarks/results)")
@@ -56,7 +59,8 @@ def _run(args: argparse.Namespace) -> int:
             dtype=args.dtype, out_dir=args.out, json_path=args.json,
             command="helium-trt bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "")
         if args.cross_batch:
-            report, _, paths = run_cross_batch_suite(config, args.overlap, progress)
+            report, _, paths = run_cross_batch_suite(config, args.overlap, progress,
+                                                    args.interlude)
         else:
             report, _, paths = run_suite(config, progress)
     except ValueError as exc:
