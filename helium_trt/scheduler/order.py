@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 from bisect import bisect_left, insort
+from heapq import heapify, heappop, heappush
 from typing import Mapping
 
 from helium_trt.scheduler.prefix_index import PrefixIndex
@@ -47,16 +48,18 @@ def topological(calls: Mapping[str, CallSpec]) -> list[str]:
         for dep in spec.deps:
             if dep in successors:
                 successors[dep].append(spec.call_id)
-    ready = sorted((c for c, n in remaining.items() if n == 0), key=position.__getitem__)
+    # A heap of plan positions: the same pops as re-sorting a ready list after every push.
+    ready = [position[c] for c, n in remaining.items() if n == 0]
+    heapify(ready)
+    ids = list(calls)
     out = []
     while ready:
-        cid = ready.pop(0)
+        cid = ids[heappop(ready)]
         out.append(cid)
         for s in successors[cid]:
             remaining[s] -= 1
             if remaining[s] == 0:
-                ready.append(s)
-                ready.sort(key=position.__getitem__)
+                heappush(ready, position[s])
     return out
 
 

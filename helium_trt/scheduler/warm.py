@@ -8,9 +8,10 @@ consumer's request. One-off suffixes and decoded tokens get a low priority.
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Mapping, Sequence
 
-from helium_trt.scheduler.prefix_index import adjacent_common_prefixes
+from helium_trt.scheduler.prefix_index import adjacent_common_packed, pack
 from helium_trt.scheduler.types import (
     DEFAULT_PRIORITY, CallSpec, RetentionSpan, SchedulerConfig, WarmPrefix,
 )
@@ -23,17 +24,21 @@ def warm_prefixes(calls: Mapping[str, CallSpec], order: Sequence[str],
     Listed in the order their first consumer runs.
     """
     statics = {cid: calls[cid].known_tokens[:calls[cid].static_len] for cid in order}
-    # The deepest prefix a sequence shares with any other is shared with a sorted neighbour.
-    ranked = sorted(order, key=statics.__getitem__)
-    best = dict.fromkeys(order, 0)
-    shared = adjacent_common_prefixes([statics[cid] for cid in ranked])
+    # Rows of one operator share a static prefix: rank each distinct one once. An equal twin
+    # shares all of it; otherwise the deepest shared prefix is with a sorted neighbour.
+    counts = Counter(statics.values())
+    packed = {tokens: pack(tokens) for tokens in counts}
+    ranked = sorted(counts, key=packed.__getitem__)
+    best = {tokens: len(tokens) if n > 1 else 0 for tokens, n in counts.items()}
+    shared = adjacent_common_packed([packed[tokens] for tokens in ranked])
     for a, b, n in zip(ranked, ranked[1:], shared):
         best[a], best[b] = max(best[a], n), max(best[b], n)
+    deepest = {tokens: tokens[:n - n % block_size] for tokens, n in best.items()}
     chosen: dict[tuple[int, ...], list[str]] = {}
     for cid in order:
-        n = best[cid] - best[cid] % block_size
-        if n >= block_size:
-            chosen.setdefault(statics[cid][:n], []).append(cid)
+        prefix = deepest[statics[cid]]
+        if len(prefix) >= block_size:
+            chosen.setdefault(prefix, []).append(cid)
     return tuple(WarmPrefix(i, tokens, tuple(consumers))
                  for i, (tokens, consumers) in enumerate(chosen.items()))
 
