@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from helium_trt.scheduler.simulate import SimulatedCache, unknown_tail
+from helium_trt.scheduler.simulate import SimulatedCache, block_keys, unknown_tail
 from helium_trt.scheduler.types import CallSpec, CostEstimate, SchedulerConfig, WarmPrefix
 
 
@@ -42,15 +42,37 @@ def full_tokens(spec: CallSpec, index: int) -> tuple[int, ...]:
     return spec.known_tokens + unknown_tail(index, spec.num_unknown_tokens)
 
 
+def call_block_keys(calls: Mapping[str, CallSpec], block_size: int) -> dict[str, list[int]]:
+    """``block_keys`` of each call's ``full_tokens``, computed once for placement and estimate.
+
+    Rows of one operator share a static prefix: its whole blocks are hashed once.
+    """
+    static_keys: dict[tuple[int, ...], list[int]] = {}
+    out: dict[str, list[int]] = {}
+    for index, (cid, spec) in enumerate(calls.items()):
+        n = min(spec.static_len, len(spec.known_tokens))
+        head = spec.known_tokens[:n - n % block_size]
+        keys = static_keys.get(head)
+        if keys is None:
+            keys = static_keys[head] = block_keys(head, block_size)
+        out[cid] = block_keys(full_tokens(spec, index), block_size, len(head), keys)
+    return out
+
+
 def simulate(calls: Mapping[str, CallSpec], order: Sequence[str], config: SchedulerConfig,
              placement: Mapping[str, int] | None = None,
              warm: Sequence[WarmPrefix] = (),
-             caches: Sequence[SimulatedCache] | None = None) -> CostEstimate:
-    """Cost of running ``order`` (warm prefixes first) on fresh or given simulated caches."""
+             caches: Sequence[SimulatedCache] | None = None,
+             keys: Mapping[str, Sequence[int]] | None = None) -> CostEstimate:
+    """Cost of running ``order`` (warm prefixes first) on fresh or given simulated caches.
+
+    ``keys`` are the calls' ``call_block_keys`` where the caller has them already.
+    """
     if caches is None:
         caches = [SimulatedCache(config.block_size, config.worker_capacity_blocks)
                   for _ in range(config.num_workers)]
-    index = {cid: i for i, cid in enumerate(calls)}
+    if keys is None:
+        keys = call_block_keys(calls, config.block_size)
     computed = reused = 0
     for prefix in warm:
         computed += len(prefix.tokens) - caches[prefix.worker].insert(prefix.tokens)
@@ -58,10 +80,10 @@ def simulate(calls: Mapping[str, CallSpec], order: Sequence[str], config: Schedu
     for cid in order:
         spec = calls[cid]
         worker = placement[cid] if placement else 0
-        tokens = full_tokens(spec, index[cid])
-        hit = min(caches[worker].insert(tokens), max(len(tokens) - 1, 0))
+        num_tokens = spec.num_prompt_tokens
+        hit = min(caches[worker].insert_keys(keys[cid]), max(num_tokens - 1, 0))
         reused += hit
-        computed += len(tokens) - hit
+        computed += num_tokens - hit
         _add_to_wave(waves[worker], spec, config.batch_capacity)
     decode_steps = sum(max((calls[c].num_decode_tokens for c in wave), default=0)
                        for worker_waves in waves.values() for wave in worker_waves)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from helium_trt.scheduler.cost import simulate
+from helium_trt.scheduler.cost import call_block_keys, simulate
 from helium_trt.scheduler.order import fifo_order, greedy_order
 from helium_trt.scheduler.placement import place
 from helium_trt.scheduler.simulate import SimulatedCache
@@ -24,8 +24,10 @@ def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = Sche
     order = greedy_order(calls) if config.cache_aware else fifo_order(calls)
     warm = warm_prefixes(calls, order, config.block_size)
     shared = {cid: p for p in warm for cid in p.consumers}
+    # Block keys are hashed once here and shared by placement and the estimate.
+    keys = call_block_keys(calls, config.block_size)
     if config.cache_aware:
-        placement = place(calls, order, warm, caches, config)
+        placement = place(calls, order, warm, caches, config, keys)
         workers, warm = placement.workers, placement.warm
     else:
         workers = {cid: i % config.num_workers for i, cid in enumerate(order)}
@@ -35,7 +37,8 @@ def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = Sche
                            shared[cid].prefix_id if cid in shared else None,
                            len(shared[cid].tokens) if cid in shared else 0)
              for rank, cid in enumerate(order)}
-    estimate = simulate(calls, order, config, workers, warm, [c.copy() for c in caches])
+    estimate = simulate(calls, order, config, workers, warm, [c.copy() for c in caches],
+                        keys)
     return Schedule(order, plans, tuple(warm), estimate, config)
 
 

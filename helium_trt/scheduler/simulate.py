@@ -27,11 +27,18 @@ class SimulatedCache:
 
     def num_resident(self, tokens: Sequence[int]) -> int:
         """Leading tokens of ``tokens`` cached now (whole blocks)."""
-        return self._num_resident_keys(self._block_keys(tokens)) * self.block_size
+        return self.num_resident_keys(block_keys(tokens, self.block_size))
 
     def insert(self, tokens: Sequence[int]) -> int:
         """Cache every full block of ``tokens``; returns how many leading tokens were resident."""
-        keys = list(self._block_keys(tokens))
+        return self.insert_keys(block_keys(tokens, self.block_size))
+
+    def num_resident_keys(self, keys: Iterable[int]) -> int:
+        """``num_resident`` of the tokens whose ``block_keys`` are ``keys``."""
+        return self._num_resident_keys(keys) * self.block_size
+
+    def insert_keys(self, keys: Sequence[int]) -> int:
+        """``insert`` of the tokens whose ``block_keys`` are ``keys``."""
         resident = self._num_resident_keys(keys) * self.block_size
         # Deeper blocks of one insert look older: a prefix outlives its extensions (leaf-first).
         lru = self._lru
@@ -53,12 +60,20 @@ class SimulatedCache:
             n += 1
         return n
 
-    def _block_keys(self, tokens: Sequence[int]) -> Iterable[int]:
-        key = 0
-        bs = self.block_size
-        for start in range(0, len(tokens) - bs + 1, bs):
-            key = hash((key, tuple(tokens[start:start + bs])))
-            yield key
+
+def block_keys(tokens: Sequence[int], block_size: int, start: int = 0,
+               keys: Sequence[int] = ()) -> list[int]:
+    """A key per full block of ``tokens``, chained from the blocks before it.
+
+    ``keys`` may hold the keys of ``tokens[:start]`` already (``start`` a block boundary):
+    the chain continues from them.
+    """
+    out = list(keys)
+    key = out[-1] if out else 0
+    for begin in range(start, len(tokens) - block_size + 1, block_size):
+        key = hash((key, tuple(tokens[begin:begin + block_size])))
+        out.append(key)
+    return out
 
 
 def trie_size(sequences: Iterable[Sequence[int]]) -> int:
