@@ -11,7 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
-from helium_trt.scheduler.simulate import SimulatedCache, block_keys, unknown_tail
+from helium_trt.scheduler.simulate import SimulatedCache, block_keys
 from helium_trt.scheduler.types import CallSpec, CostEstimate, SchedulerConfig, WarmPrefix
 
 
@@ -37,25 +37,29 @@ class OutputLengths:
         return min(max_tokens, max(1, round(self.totals[op_id] / n)))
 
 
-def full_tokens(spec: CallSpec, index: int) -> tuple[int, ...]:
-    """The call's prompt as the simulation sees it: known tokens then a unique stand-in tail."""
-    return spec.known_tokens + unknown_tail(index, spec.num_unknown_tokens)
-
-
 def call_block_keys(calls: Mapping[str, CallSpec], block_size: int) -> dict[str, list[int]]:
-    """``block_keys`` of each call's ``full_tokens``, computed once for placement and estimate.
+    """Block keys of each call's prompt as the simulation sees it, for placement and estimate.
 
-    Rows of one operator share a static prefix: its whole blocks are hashed once.
+    Known tokens are keyed by ``block_keys``; the run-time part is unique to the call, so a
+    block holding any of it gets a key of its own (from call and block number) that matches
+    nothing else. Rows of one operator share a static prefix: its whole blocks are hashed once.
     """
     static_keys: dict[tuple[int, ...], list[int]] = {}
     out: dict[str, list[int]] = {}
     for index, (cid, spec) in enumerate(calls.items()):
-        n = min(spec.static_len, len(spec.known_tokens))
-        head = spec.known_tokens[:n - n % block_size]
+        known = spec.known_tokens
+        n = min(spec.static_len, len(known))
+        head = known[:n - n % block_size]
         keys = static_keys.get(head)
         if keys is None:
             keys = static_keys[head] = block_keys(head, block_size)
-        out[cid] = block_keys(full_tokens(spec, index), block_size, len(head), keys)
+        keys = block_keys(known, block_size, len(head), keys)
+        num_blocks = (len(known) + spec.num_unknown_tokens) // block_size
+        # NOTE: negative ints apart from each other by call, as unlikely to equal a hashed key
+        # as two hashes are to collide, and nothing to hash.
+        base = -(index + 1) << 32
+        keys.extend(base - j for j in range(len(keys), num_blocks))
+        out[cid] = keys
     return out
 
 

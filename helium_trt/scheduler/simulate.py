@@ -93,8 +93,3 @@ def trie_size(sequences: Iterable[Sequence[int]]) -> int:
             node = child
     return size
 
-
-def unknown_tail(index: int, length: int) -> tuple[int, ...]:
-    """Stand-in tokens for a call's run-time part: unique per call, never matching real ids."""
-    base = -(index + 1) * 1_000_000
-    return tuple(range(base, base - length, -1))
