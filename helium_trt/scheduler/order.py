@@ -165,10 +165,13 @@ class _ReadyBucket:
         tree = self._tree
         i = rank + self._size
         tree[i] = value
-        i >>= 1
-        while i:
-            tree[i] = min(tree[2 * i], tree[2 * i + 1])
+        while i > 1:
+            left, right = tree[i & ~1], tree[i | 1]
             i >>= 1
+            least = left if left < right else right
+            if tree[i] == least:
+                break  # NOTE: an unchanged node leaves every ancestor unchanged too
+            tree[i] = least
 
 
 _ABSENT = sys.maxsize
