@@ -63,46 +63,67 @@ class PlannedCalls:
     templates: dict[str, Template]
 
 
+@dataclass(frozen=True, slots=True)
+class _OpPrompt:
+    """What every row's call of one operator shares, worked out once per plan."""
+
+    head: tuple[int, ...]  # tokens of the literal segments before the first placeholder
+    rest: Template  # the segments from the first placeholder on
+    unknown_from: tuple[int, ...]  # estimated tokens of rest[i:], when rest[i] has no value
+    num_decode_tokens: int
+
+
 def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTokenizer,
                lengths: OutputLengths) -> PlannedCalls:
     llm_ops = {op.id: llm_of(op) for op in plan.ops if llm_of(op) is not None}
     templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
+    prompts = {op_id: _op_prompt(plan, op_id, templates[op_id], tok, lengths)
+               for op_id in llm_ops}
     llm_ids = set(llm_ops)
     deps = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}
+    llm_order = [op_id for op_id in plan.topo_order if op_id in llm_ops]
+    hit_rows = {op.id: set(dict(op.hits)) for op in plan.ops if isinstance(op, CacheFetchOp)}
     specs: dict[str, CallSpec] = {}
     for row_index, row in enumerate(rows):
         values = RowValues(plan, row, fmt)
-        for op_id in (i for i in plan.topo_order if i in llm_ops):
-            op = plan.by_id[op_id]
-            if isinstance(op, CacheFetchOp) and row_index in dict(op.hits):
+        for op_id in llm_order:
+            if row_index in hit_rows.get(op_id, ()):
                 continue
             specs[call_id(op_id, row_index)] = _spec(
-                plan, op_id, row_index, templates[op_id], values, tok, lengths,
+                op_id, row_index, prompts[op_id], values, tok,
                 tuple(call_id(d, row_index) for d in deps[op_id]))
     # Dependencies on cache-fetch hits are already satisfied.
     specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
     return PlannedCalls(specs, templates)
 
 
-def _spec(plan: Plan, op_id: str, row: int, template: Template, values: RowValues,
-          tok: SegmentTokenizer, lengths: OutputLengths, deps: tuple[str, ...]) -> CallSpec:
+def _op_prompt(plan: Plan, op_id: str, template: Template, tok: SegmentTokenizer,
+               lengths: OutputLengths) -> _OpPrompt:
+    first = next((i for i, seg in enumerate(template) if not isinstance(seg, str)),
+                 len(template))
+    head = tok.encode_segments(template[:first])
+    rest = tuple(template[first:])
+    unknown_from = [0] * (len(rest) + 1)
+    for i in range(len(rest) - 1, -1, -1):
+        unknown_from[i] = unknown_from[i + 1] + _estimate(plan, rest[i], lengths, tok)
     llm = llm_of(plan.by_id[op_id])
-    known: list[int] = []
-    static_len = None
+    return _OpPrompt(head, rest, tuple(unknown_from),
+                     lengths.estimate(op_id, llm.config.max_tokens))
+
+
+def _spec(op_id: str, row: int, prompt: _OpPrompt, values: RowValues,
+          tok: SegmentTokenizer, deps: tuple[str, ...]) -> CallSpec:
+    """The call's known tokens: the operator's head, then segments until one has no value."""
+    tail: list[int] = []
     num_unknown = 0
-    stopped = False
-    for seg in template:
+    for i, seg in enumerate(prompt.rest):
         text = seg if isinstance(seg, str) else values.text_of(seg.op_id)
-        if not isinstance(seg, str) and static_len is None:
-            static_len = len(known)
-        stopped = stopped or text is None
-        if stopped:
-            num_unknown += _estimate(plan, seg, lengths, tok)
-            continue
-        known.extend(tok.encode(text))
-    decode = lengths.estimate(op_id, llm.config.max_tokens)
-    static = len(known) if static_len is None else static_len
-    return CallSpec(call_id(op_id, row), op_id, row, tuple(known), num_unknown, decode, deps, static)
+        if text is None:
+            num_unknown = prompt.unknown_from[i]
+            break
+        tail.extend(tok.encode(text))
+    return CallSpec(call_id(op_id, row), op_id, row, prompt.head + tuple(tail), num_unknown,
+                    prompt.num_decode_tokens, deps, len(prompt.head))
 
 
 def _estimate(plan: Plan, seg, lengths: OutputLengths, tok: SegmentTokenizer) -> int:
