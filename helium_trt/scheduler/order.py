@@ -63,16 +63,19 @@ def topological(calls: Mapping[str, CallSpec]) -> list[str]:
     return out
 
 
-def greedy_order(calls: Mapping[str, CallSpec]) -> tuple[str, ...]:
+def greedy_order(calls: Mapping[str, CallSpec],
+                 packed: Mapping[str, bytes] | None = None) -> tuple[str, ...]:
     """Greedy list order (see the module docstring), in O(n log n) after the prefix index.
 
     Ready calls wait in one bucket per chain depth; within the deepest bucket, the ready calls
     sharing the most tokens with the previous call form a contiguous run of ranks in the
-    sorted prefix index, and the earliest of them in plan order wins.
+    sorted prefix index, and the earliest of them in plan order wins. ``packed`` holds each
+    call's known tokens ``pack``ed, where the caller has them already.
     """
     ids = list(calls)
     depth = chain_depths(calls)
-    index = PrefixIndex([calls[cid].known_tokens for cid in ids])
+    index = PrefixIndex([calls[cid].known_tokens for cid in ids],
+                        [packed[cid] for cid in ids] if packed is not None else None)
     successors, remaining = _dependency_counts(calls, ids)
     buckets: dict[int, _ReadyBucket] = {}
     for pos in (p for p in range(len(ids)) if remaining[p] == 0):

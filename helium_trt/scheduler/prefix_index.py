@@ -20,10 +20,13 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 class PrefixIndex:
     """Ranks of ``sequences`` in sorted order and common-prefix queries between ranks."""
 
-    def __init__(self, sequences: Sequence[Sequence[int]]) -> None:
+    def __init__(self, sequences: Sequence[Sequence[int]],
+                 packed: Sequence[bytes] | None = None) -> None:
+        """``packed``: the sequences ``pack``ed, where the caller has them already."""
         # NOTE: sorted by packed bytes (memcmp), not by tuples: same order, and comparing
         # tuples that share hundreds of leading tokens was a third of the greedy order's time.
-        packed = [pack(s) for s in sequences]
+        if packed is None:
+            packed = [pack(s) for s in sequences]
         self.order = sorted(range(len(sequences)), key=packed.__getitem__)
         self.rank = [0] * len(sequences)
         for r, i in enumerate(self.order):

@@ -7,6 +7,7 @@ from typing import Mapping, Sequence
 from helium_trt.scheduler.cost import call_block_keys, simulate
 from helium_trt.scheduler.order import fifo_order, greedy_order
 from helium_trt.scheduler.placement import place
+from helium_trt.scheduler.prefix_index import pack
 from helium_trt.scheduler.simulate import SimulatedCache
 from helium_trt.scheduler.types import CallPlan, CallSpec, Schedule, SchedulerConfig
 from helium_trt.scheduler.warm import warm_prefixes
@@ -21,8 +22,10 @@ def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = Sche
     proactive warming off gives no warm list (shared ranges still get retention).
     """
     caches = _seeded_caches(config, resident)
-    order = greedy_order(calls) if config.cache_aware else fifo_order(calls)
-    warm = warm_prefixes(calls, order, config.block_size)
+    # Known tokens packed once, shared by the greedy order's index and the warm list.
+    packed = {cid: pack(spec.known_tokens) for cid, spec in calls.items()}
+    order = greedy_order(calls, packed) if config.cache_aware else fifo_order(calls)
+    warm = warm_prefixes(calls, order, config.block_size, packed)
     shared = {cid: p for p in warm for cid in p.consumers}
     # Block keys are hashed once here and shared by placement and the estimate.
     keys = call_block_keys(calls, config.block_size)

@@ -17,30 +17,34 @@ from helium_trt.scheduler.types import (
 )
 
 
-def warm_prefixes(calls: Mapping[str, CallSpec], order: Sequence[str],
-                  block_size: int) -> tuple[WarmPrefix, ...]:
+def warm_prefixes(calls: Mapping[str, CallSpec], order: Sequence[str], block_size: int,
+                  packed: Mapping[str, bytes] | None = None) -> tuple[WarmPrefix, ...]:
     """For each call, the deepest block-aligned static prefix shared with another call.
 
-    Listed in the order their first consumer runs.
+    Listed in the order their first consumer runs. ``packed`` holds each call's known tokens
+    ``pack``ed, where the caller has them already.
     """
-    statics = {cid: calls[cid].known_tokens[:calls[cid].static_len] for cid in order}
+    if packed is None:
+        packed = {cid: pack(calls[cid].known_tokens) for cid in order}
+    # NOTE: prefixes as packed bytes: equal and sorted exactly as the tokens, but sliced,
+    # hashed and compared in C (tuples were most of this function's time).
+    statics = {cid: packed[cid][:4 * calls[cid].static_len] for cid in order}
     # Rows of one operator share a static prefix: rank each distinct one once. An equal twin
     # shares all of it; otherwise the deepest shared prefix is with a sorted neighbour.
     counts = Counter(statics.values())
-    packed = {tokens: pack(tokens) for tokens in counts}
-    ranked = sorted(counts, key=packed.__getitem__)
-    best = {tokens: len(tokens) if n > 1 else 0 for tokens, n in counts.items()}
-    shared = adjacent_common_packed([packed[tokens] for tokens in ranked])
-    for a, b, n in zip(ranked, ranked[1:], shared):
+    ranked = sorted(counts)
+    best = {static: len(static) // 4 if n > 1 else 0 for static, n in counts.items()}
+    for a, b, n in zip(ranked, ranked[1:], adjacent_common_packed(ranked)):
         best[a], best[b] = max(best[a], n), max(best[b], n)
-    deepest = {tokens: tokens[:n - n % block_size] for tokens, n in best.items()}
-    chosen: dict[tuple[int, ...], list[str]] = {}
+    deepest = {static: static[:4 * (n - n % block_size)] for static, n in best.items()}
+    chosen: dict[bytes, list[str]] = {}
     for cid in order:
         prefix = deepest[statics[cid]]
-        if len(prefix) >= block_size:
+        if len(prefix) >= 4 * block_size:
             chosen.setdefault(prefix, []).append(cid)
-    return tuple(WarmPrefix(i, tokens, tuple(consumers))
-                 for i, (tokens, consumers) in enumerate(chosen.items()))
+    return tuple(WarmPrefix(i, calls[consumers[0]].known_tokens[:len(prefix) // 4],
+                            tuple(consumers))
+                 for i, (prefix, consumers) in enumerate(chosen.items()))
 
 
 def retention_spans(shared_len: int, is_last_consumer: bool,
