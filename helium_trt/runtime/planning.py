@@ -66,8 +66,11 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
 
 def _resident_prefixes(engine: Engine, calls: PlannedCalls) -> list[tuple[int, ...]]:
     """What ``engine`` reports cached of each distinct static prefix (the scheduler's seed)."""
-    out, seen = [], set()
+    out, seen, seen_ops = [], set(), set()
     for spec in calls.specs.values():
+        if spec.op_id in seen_ops:
+            continue  # every row's call of an operator has the operator's static prefix
+        seen_ops.add(spec.op_id)
         static = spec.known_tokens[:spec.static_len]
         if static and static not in seen:
             seen.add(static)
