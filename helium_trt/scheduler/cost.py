@@ -11,6 +11,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from helium_trt.scheduler.prefix_index import pack
 from helium_trt.scheduler.simulate import SimulatedCache, block_keys
 from helium_trt.scheduler.types import CallSpec, CostEstimate, SchedulerConfig, WarmPrefix
 
@@ -37,23 +38,27 @@ class OutputLengths:
         return min(max_tokens, max(1, round(self.totals[op_id] / n)))
 
 
-def call_block_keys(calls: Mapping[str, CallSpec], block_size: int) -> dict[str, list[int]]:
+def call_block_keys(calls: Mapping[str, CallSpec], block_size: int,
+                    packed: Mapping[str, bytes] | None = None) -> dict[str, list[int]]:
     """Block keys of each call's prompt as the simulation sees it, for placement and estimate.
 
     Known tokens are keyed by ``block_keys``; the run-time part is unique to the call, so a
     block holding any of it gets a key of its own (from call and block number) that matches
-    nothing else. Rows of one operator share a static prefix: its whole blocks are hashed once.
+    nothing else. Rows of one operator share a static prefix: its whole blocks are hashed
+    once, found by their ``pack``ed bytes (``packed``: each call's known tokens, where the
+    caller has them already).
     """
-    static_keys: dict[tuple[int, ...], list[int]] = {}
+    static_keys: dict[bytes, list[int]] = {}
     out: dict[str, list[int]] = {}
     for index, (cid, spec) in enumerate(calls.items()):
         known = spec.known_tokens
         n = min(spec.static_len, len(known))
-        head = known[:n - n % block_size]
+        n -= n % block_size
+        head = packed[cid][:4 * n] if packed is not None else pack(known[:n])
         keys = static_keys.get(head)
         if keys is None:
-            keys = static_keys[head] = block_keys(head, block_size)
-        keys = block_keys(known, block_size, len(head), keys)
+            keys = static_keys[head] = block_keys(known[:n], block_size)
+        keys = block_keys(known, block_size, n, keys)
         num_blocks = (len(known) + spec.num_unknown_tokens) // block_size
         # NOTE: negative ints apart from each other by call, as unlikely to equal a hashed key
         # as two hashes are to collide, and nothing to hash.

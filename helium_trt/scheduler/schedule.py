@@ -28,7 +28,7 @@ def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = Sche
     warm = warm_prefixes(calls, order, config.block_size, packed)
     shared = {cid: p for p in warm for cid in p.consumers}
     # Block keys are hashed once here and shared by placement and the estimate.
-    keys = call_block_keys(calls, config.block_size)
+    keys = call_block_keys(calls, config.block_size, packed)
     if config.cache_aware:
         placement = place(calls, order, warm, caches, config, keys)
         workers, warm = placement.workers, placement.warm
