@@ -40,8 +40,12 @@ def chat_format_of(engine: Engine) -> ChatFormat:
 
 
 def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
-                options: RunOptions, caches: RuntimeCaches) -> PreparedRun:
-    """Optimize (validating rows), tokenize what plan time knows, and schedule every call."""
+                options: RunOptions, caches: RuntimeCaches,
+                with_estimate: bool = False) -> PreparedRun:
+    """Optimize (validating rows), tokenize what plan time knows, and schedule every call.
+
+    The schedule's cost estimate is left out unless ``with_estimate`` (a run never reads it).
+    """
     start = time.perf_counter()
     fmt = chat_format_of(engines[0])
     ctx = OptimizeContext(chat_format=fmt,
@@ -59,7 +63,7 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
         retention_priorities=options.retention_priorities and options.kv_prefix_reuse,
     )
     resident = [_resident_prefixes(engine, calls) for engine in engines]
-    schedule = build_schedule(calls.specs, config, resident)
+    schedule = build_schedule(calls.specs, config, resident, with_estimate)
     return PreparedRun(optimized, calls, schedule, fmt, tok,
                        (time.perf_counter() - start) * 1000.0)
 

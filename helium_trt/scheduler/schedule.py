@@ -14,12 +14,15 @@ from helium_trt.scheduler.warm import warm_prefixes
 
 
 def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = SchedulerConfig(),
-                   resident: Sequence[Sequence[tuple[int, ...]]] | None = None) -> Schedule:
+                   resident: Sequence[Sequence[tuple[int, ...]]] | None = None,
+                   with_estimate: bool = True) -> Schedule:
     """Schedule ``calls`` (listed in plan order) on ``config.num_workers`` workers.
 
     ``resident[w]`` lists token prefixes engine ``w`` reports cached now (seeding the
     simulation). Cache-aware scheduling off gives FIFO order on worker 0..n round robin;
     proactive warming off gives no warm list (shared ranges still get retention).
+    ``with_estimate`` off leaves ``Schedule.estimate`` None: it replays the whole schedule on
+    the simulated caches once more, and only reports (Explain) read it.
     """
     caches = _seeded_caches(config, resident)
     # Known tokens packed once, shared by the greedy order's index and the warm list.
@@ -40,8 +43,8 @@ def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = Sche
                            shared[cid].prefix_id if cid in shared else None,
                            len(shared[cid].tokens) if cid in shared else 0)
              for rank, cid in enumerate(order)}
-    estimate = simulate(calls, order, config, workers, warm, [c.copy() for c in caches],
-                        keys)
+    estimate = (simulate(calls, order, config, workers, warm, [c.copy() for c in caches], keys)
+                if with_estimate else None)
     return Schedule(order, plans, tuple(warm), estimate, config)
 
 

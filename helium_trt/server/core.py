@@ -89,7 +89,8 @@ class HeliumCore:
         ctx = OptimizeContext(chat_format=fmt, prompt_cache=self.caches.prompt_cache
                               if options.prompt_cache else None)
         ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
-        prepared = prepare_run(plan, rows, self.engines, options, self.caches) if rows else None
+        prepared = (prepare_run(plan, rows, self.engines, options, self.caches, with_estimate=True)
+                    if rows else None)
         tok = SegmentTokenizer(self.engines[0].tokenizer)
         body = to_json(ex)
         for entry in body["shared_prefixes"]:
