@@ -68,9 +68,25 @@ class _OpPrompt:
     """What every row's call of one operator shares, worked out once per plan."""
 
     head: tuple[int, ...]  # tokens of the literal segments before the first placeholder
-    rest: Template  # the segments from the first placeholder on
-    unknown_from: tuple[int, ...]  # estimated tokens of rest[i:], when rest[i] has no value
+    # From the first placeholder on: a literal's tokens, or a placeholder's operator id.
+    parts: tuple[tuple[int, ...] | str, ...]
+    unknown_from: tuple[int, ...]  # estimated tokens of parts[i:], when parts[i] has no value
     num_decode_tokens: int
+
+
+class _RowTokens:
+    """Tokens of one row's plan-time values, each encoded once however many calls read it."""
+
+    def __init__(self, values: RowValues, tok: SegmentTokenizer) -> None:
+        self._values, self._tok = values, tok
+        self._memo: dict[str, tuple[int, ...] | None] = {}
+
+    def of(self, op_id: str) -> tuple[int, ...] | None:
+        if op_id in self._memo:
+            return self._memo[op_id]
+        text = self._values.text_of(op_id)
+        found = self._memo[op_id] = None if text is None else self._tok.encode(text)
+        return found
 
 
 def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTokenizer,
@@ -85,15 +101,16 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTo
     hit_rows = {op.id: set(dict(op.hits)) for op in plan.ops if isinstance(op, CacheFetchOp)}
     specs: dict[str, CallSpec] = {}
     for row_index, row in enumerate(rows):
-        values = RowValues(plan, row, fmt)
+        row_tokens = _RowTokens(RowValues(plan, row, fmt), tok)
         for op_id in llm_order:
             if row_index in hit_rows.get(op_id, ()):
                 continue
             specs[call_id(op_id, row_index)] = _spec(
-                op_id, row_index, prompts[op_id], values, tok,
+                op_id, row_index, prompts[op_id], row_tokens,
                 tuple(call_id(d, row_index) for d in deps[op_id]))
-    # Dependencies on cache-fetch hits are already satisfied.
-    specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
+    if any(hit_rows.values()):
+        # Dependencies on cache-fetch hits are already satisfied.
+        specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
     return PlannedCalls(specs, templates)
 
 
@@ -102,26 +119,28 @@ def _op_prompt(plan: Plan, op_id: str, template: Template, tok: SegmentTokenizer
     first = next((i for i, seg in enumerate(template) if not isinstance(seg, str)),
                  len(template))
     head = tok.encode_segments(template[:first])
-    rest = tuple(template[first:])
+    rest = template[first:]
+    parts = tuple(tok.encode(seg) if isinstance(seg, str) else seg.op_id for seg in rest)
     unknown_from = [0] * (len(rest) + 1)
     for i in range(len(rest) - 1, -1, -1):
         unknown_from[i] = unknown_from[i + 1] + _estimate(plan, rest[i], lengths, tok)
     llm = llm_of(plan.by_id[op_id])
-    return _OpPrompt(head, rest, tuple(unknown_from),
+    return _OpPrompt(head, parts, tuple(unknown_from),
                      lengths.estimate(op_id, llm.config.max_tokens))
 
 
-def _spec(op_id: str, row: int, prompt: _OpPrompt, values: RowValues,
-          tok: SegmentTokenizer, deps: tuple[str, ...]) -> CallSpec:
-    """The call's known tokens: the operator's head, then segments until one has no value."""
+def _spec(op_id: str, row: int, prompt: _OpPrompt, row_tokens: _RowTokens,
+          deps: tuple[str, ...]) -> CallSpec:
+    """The call's known tokens: the operator's head, then parts until one has no value."""
     tail: list[int] = []
     num_unknown = 0
-    for i, seg in enumerate(prompt.rest):
-        text = seg if isinstance(seg, str) else values.text_of(seg.op_id)
-        if text is None:
-            num_unknown = prompt.unknown_from[i]
-            break
-        tail.extend(tok.encode(text))
+    for i, part in enumerate(prompt.parts):
+        if isinstance(part, str):
+            part = row_tokens.of(part)
+            if part is None:
+                num_unknown = prompt.unknown_from[i]
+                break
+        tail.extend(part)
     return CallSpec(call_id(op_id, row), op_id, row, prompt.head + tuple(tail), num_unknown,
                     prompt.num_decode_tokens, deps, len(prompt.head))
 
