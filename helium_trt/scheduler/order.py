@@ -73,13 +73,13 @@ def greedy_order(calls: Mapping[str, CallSpec],
     call's known tokens ``pack``ed, where the caller has them already.
     """
     ids = list(calls)
-    depth = chain_depths(calls)
     index = PrefixIndex([calls[cid].known_tokens for cid in ids],
                         [packed[cid] for cid in ids] if packed is not None else None)
     successors, remaining = _dependency_counts(calls, ids)
+    depth = _depths(successors, remaining)
     buckets: dict[int, _ReadyBucket] = {}
     for pos in (p for p in range(len(ids)) if remaining[p] == 0):
-        _bucket(buckets, depth[ids[pos]], len(ids)).add(index.rank[pos], pos)
+        _bucket(buckets, depth[pos], len(ids)).add(index.rank[pos], pos)
     order: list[str] = []
     previous_rank: int | None = None
     while buckets:
@@ -94,7 +94,7 @@ def greedy_order(calls: Mapping[str, CallSpec],
         for succ in successors[pos]:
             remaining[succ] -= 1
             if remaining[succ] == 0:
-                _bucket(buckets, depth[ids[succ]], len(ids)).add(index.rank[succ], succ)
+                _bucket(buckets, depth[succ], len(ids)).add(index.rank[succ], succ)
     return tuple(order)
 
 
@@ -110,6 +110,25 @@ def _dependency_counts(calls: Mapping[str, CallSpec],
                 successors[position[dep]].append(pos)
                 remaining[pos] += 1
     return successors, remaining
+
+
+def _depths(successors: list[list[int]], remaining: list[int]) -> list[int]:
+    """``chain_depths`` by plan position: any topological order gives the same depths."""
+    unmet = list(remaining)
+    stack = [pos for pos, n in enumerate(unmet) if n == 0]
+    topo: list[int] = []
+    while stack:
+        pos = stack.pop()
+        topo.append(pos)
+        for succ in successors[pos]:
+            unmet[succ] -= 1
+            if unmet[succ] == 0:
+                stack.append(succ)
+    depth = [1] * len(unmet)
+    for pos in reversed(topo):
+        if successors[pos]:
+            depth[pos] = 1 + max(map(depth.__getitem__, successors[pos]))
+    return depth
 
 
 def _bucket(buckets: dict[int, "_ReadyBucket"], level: int, size: int) -> "_ReadyBucket":

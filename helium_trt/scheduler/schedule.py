@@ -24,15 +24,18 @@ def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = Sche
     ``with_estimate`` off leaves ``Schedule.estimate`` None: it replays the whole schedule on
     the simulated caches once more, and only reports (Explain) read it.
     """
-    caches = _seeded_caches(config, resident)
-    # Known tokens packed once, shared by the greedy order's index and the warm list.
+    # Known tokens packed once, shared by the greedy order's index, warm list and block keys.
     packed = {cid: pack(spec.known_tokens) for cid, spec in calls.items()}
     order = greedy_order(calls, packed) if config.cache_aware else fifo_order(calls)
     warm = warm_prefixes(calls, order, config.block_size, packed)
     shared = {cid: p for p in warm for cid in p.consumers}
-    # Block keys are hashed once here and shared by placement and the estimate.
-    keys = call_block_keys(calls, config.block_size, packed)
-    if config.cache_aware:
+    # NOTE: one worker leaves placement no choice (every call and warm prefix on worker 0),
+    # so only several workers or the estimate simulate; they share block keys hashed once.
+    can_place = config.cache_aware and config.num_workers > 1
+    keys = (call_block_keys(calls, config.block_size, packed)
+            if can_place or with_estimate else None)
+    caches = _seeded_caches(config, resident)
+    if can_place:
         placement = place(calls, order, warm, caches, config, keys)
         workers, warm = placement.workers, placement.warm
     else:
