@@ -102,12 +102,13 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTo
     specs: dict[str, CallSpec] = {}
     for row_index, row in enumerate(rows):
         row_tokens = _RowTokens(RowValues(plan, row, fmt), tok)
+        suffix = call_id("", row_index)  # call_id(op_id, row) is op_id + suffix
         for op_id in llm_order:
             if row_index in hit_rows.get(op_id, ()):
                 continue
-            specs[call_id(op_id, row_index)] = _spec(
-                op_id, row_index, prompts[op_id], row_tokens,
-                tuple(call_id(d, row_index) for d in deps[op_id]))
+            specs[op_id + suffix] = _spec(
+                op_id, row_index, prompts[op_id], row_tokens, op_id + suffix,
+                tuple([dep + suffix for dep in deps[op_id]]))
     if any(hit_rows.values()):
         # Dependencies on cache-fetch hits are already satisfied.
         specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
@@ -129,7 +130,7 @@ def _op_prompt(plan: Plan, op_id: str, template: Template, tok: SegmentTokenizer
                      lengths.estimate(op_id, llm.config.max_tokens))
 
 
-def _spec(op_id: str, row: int, prompt: _OpPrompt, row_tokens: _RowTokens,
+def _spec(op_id: str, row: int, prompt: _OpPrompt, row_tokens: _RowTokens, cid: str,
           deps: tuple[str, ...]) -> CallSpec:
     """The call's known tokens: the operator's head, then parts until one has no value."""
     tail: list[int] = []
@@ -141,7 +142,7 @@ def _spec(op_id: str, row: int, prompt: _OpPrompt, row_tokens: _RowTokens,
                 num_unknown = prompt.unknown_from[i]
                 break
         tail.extend(part)
-    return CallSpec(call_id(op_id, row), op_id, row, prompt.head + tuple(tail), num_unknown,
+    return CallSpec(cid, op_id, row, prompt.head + tuple(tail), num_unknown,
                     prompt.num_decode_tokens, deps, len(prompt.head))
 
 
