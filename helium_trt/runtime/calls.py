@@ -7,7 +7,7 @@ own) and concatenated, so a static prefix has the same tokens in every call that
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 from helium_trt.optimizer.plan_values import RowValues
@@ -16,6 +16,7 @@ from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import CacheFetchOp, LlmOp, Op, Ref, Template
 from helium_trt.plan.prompt import llm_prompt_template
 from helium_trt.scheduler import CallSpec, OutputLengths
+from helium_trt.scheduler.prefix_index import pack
 
 UNKNOWN_TEXT_TOKENS = 32  # estimate for a run-time placeholder not produced by an LLM call
 
@@ -57,10 +58,15 @@ class SegmentTokenizer:
 
 @dataclass(frozen=True, slots=True)
 class PlannedCalls:
-    """The plan's LLM calls: scheduler specs (plan order, row by row) and prompt templates."""
+    """The plan's LLM calls: scheduler specs (plan order, row by row) and prompt templates.
+
+    ``packed`` holds each call's known tokens as the scheduler's ``pack`` gives them, built from
+    its operator's packed head and its own tail (the scheduler would pack every prompt whole).
+    """
 
     specs: dict[str, CallSpec]
     templates: dict[str, Template]
+    packed: dict[str, bytes] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +74,7 @@ class _OpPrompt:
     """What every row's call of one operator shares, worked out once per plan."""
 
     head: tuple[int, ...]  # tokens of the literal segments before the first placeholder
+    packed_head: bytes  # ``pack(head)``
     # From the first placeholder on: a literal's tokens, or a placeholder's operator id.
     parts: tuple[tuple[int, ...] | str, ...]
     unknown_from: tuple[int, ...]  # estimated tokens of parts[i:], when parts[i] has no value
@@ -100,19 +107,21 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTo
     llm_order = [op_id for op_id in plan.topo_order if op_id in llm_ops]
     hit_rows = {op.id: set(dict(op.hits)) for op in plan.ops if isinstance(op, CacheFetchOp)}
     specs: dict[str, CallSpec] = {}
+    packed: dict[str, bytes] = {}
     for row_index, row in enumerate(rows):
         row_tokens = _RowTokens(RowValues(plan, row, fmt), tok)
         suffix = call_id("", row_index)  # call_id(op_id, row) is op_id + suffix
         for op_id in llm_order:
             if row_index in hit_rows.get(op_id, ()):
                 continue
-            specs[op_id + suffix] = _spec(
-                op_id, row_index, prompts[op_id], row_tokens, op_id + suffix,
-                tuple([dep + suffix for dep in deps[op_id]]))
+            prompt, cid = prompts[op_id], op_id + suffix
+            spec = specs[cid] = _spec(op_id, row_index, prompt, row_tokens, cid,
+                                      tuple([dep + suffix for dep in deps[op_id]]))
+            packed[cid] = prompt.packed_head + pack(spec.known_tokens[len(prompt.head):])
     if any(hit_rows.values()):
         # Dependencies on cache-fetch hits are already satisfied.
         specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
-    return PlannedCalls(specs, templates)
+    return PlannedCalls(specs, templates, packed)
 
 
 def _op_prompt(plan: Plan, op_id: str, template: Template, tok: SegmentTokenizer,
@@ -126,7 +135,7 @@ def _op_prompt(plan: Plan, op_id: str, template: Template, tok: SegmentTokenizer
     for i in range(len(rest) - 1, -1, -1):
         unknown_from[i] = unknown_from[i + 1] + _estimate(plan, rest[i], lengths, tok)
     llm = llm_of(plan.by_id[op_id])
-    return _OpPrompt(head, parts, tuple(unknown_from),
+    return _OpPrompt(head, pack(head), parts, tuple(unknown_from),
                      lengths.estimate(op_id, llm.config.max_tokens))
 
 

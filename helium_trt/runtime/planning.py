@@ -63,7 +63,7 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
         retention_priorities=options.retention_priorities and options.kv_prefix_reuse,
     )
     resident = [_resident_prefixes(engine, calls) for engine in engines]
-    schedule = build_schedule(calls.specs, config, resident, with_estimate)
+    schedule = build_schedule(calls.specs, config, resident, with_estimate, calls.packed)
     return PreparedRun(optimized, calls, schedule, fmt, tok,
                        (time.perf_counter() - start) * 1000.0)
 

@@ -15,17 +15,20 @@ from helium_trt.scheduler.warm import warm_prefixes
 
 def build_schedule(calls: Mapping[str, CallSpec], config: SchedulerConfig = SchedulerConfig(),
                    resident: Sequence[Sequence[tuple[int, ...]]] | None = None,
-                   with_estimate: bool = True) -> Schedule:
+                   with_estimate: bool = True,
+                   packed: Mapping[str, bytes] | None = None) -> Schedule:
     """Schedule ``calls`` (listed in plan order) on ``config.num_workers`` workers.
 
     ``resident[w]`` lists token prefixes engine ``w`` reports cached now (seeding the
     simulation). Cache-aware scheduling off gives FIFO order on worker 0..n round robin;
     proactive warming off gives no warm list (shared ranges still get retention).
     ``with_estimate`` off leaves ``Schedule.estimate`` None: it replays the whole schedule on
-    the simulated caches once more, and only reports (Explain) read it.
+    the simulated caches once more, and only reports (Explain) read it. ``packed`` holds each
+    call's known tokens ``pack``ed, where the caller has them already.
     """
     # Known tokens packed once, shared by the greedy order's index, warm list and block keys.
-    packed = {cid: pack(spec.known_tokens) for cid, spec in calls.items()}
+    if packed is None:
+        packed = {cid: pack(spec.known_tokens) for cid, spec in calls.items()}
     order = greedy_order(calls, packed) if config.cache_aware else fifo_order(calls)
     warm = warm_prefixes(calls, order, config.block_size, packed)
     shared = {cid: p for p in warm for cid in p.consumers}
