@@ -37,6 +37,9 @@ class PrefixIndex:
             prev = self._table[-1]
             self._table.append(list(map(min, prev[:len(prev) - step], prev[step:])))
             step *= 2
+        # (2**level, row, len(row)), deepest level first: the walks above read nothing else.
+        self._levels_down = [(1 << level, row, len(row))
+                             for level, row in reversed(list(enumerate(self._table)))]
 
     def __len__(self) -> int:
         return len(self.order)
@@ -50,19 +53,17 @@ class PrefixIndex:
     def first_rank_sharing(self, r: int, length: int) -> int:
         """Smallest rank whose sequence shares at least ``length`` tokens with rank ``r``."""
         lo = r
-        for level in range(len(self._table) - 1, -1, -1):
-            step = 1 << level
-            if lo - step >= 0 and self._table[level][lo - step] >= length:
+        for step, row, _ in self._levels_down:
+            if lo >= step and row[lo - step] >= length:
                 lo -= step
         return lo
 
     def last_rank_sharing(self, r: int, length: int) -> int:
         """Largest rank whose sequence shares at least ``length`` tokens with rank ``r``."""
         hi = r
-        for level in range(len(self._table) - 1, -1, -1):
-            row = self._table[level]
-            if hi < len(row) and row[hi] >= length:
-                hi += 1 << level
+        for step, row, size in self._levels_down:
+            if hi < size and row[hi] >= length:
+                hi += step
         return hi
 
 
