@@ -174,11 +174,13 @@ class _ReadyBucket:
         hi += self._size + 1
         while lo < hi:
             if lo & 1:
-                best = min(best, tree[lo])
+                if tree[lo] < best:
+                    best = tree[lo]
                 lo += 1
             if hi & 1:
                 hi -= 1
-                best = min(best, tree[hi])
+                if tree[hi] < best:
+                    best = tree[hi]
             lo >>= 1
             hi >>= 1
         return best
