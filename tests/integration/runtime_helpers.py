@@ -64,3 +64,20 @@ def workflow(ops: list[dict], rows=(), name="inline"):
     """A plan from protobuf-JSON operator dicts (as a workflow file would hold them)."""
     proto = json_format.ParseDict({"name": name, "ops": ops}, workflow_pb2.Workflow())
     return plan_from_proto(proto, tuple(rows))
+
+
+def outputs_in_process(model_dir, request, num_blocks=1024) -> dict[int, dict[str, str]]:
+    """Row outputs of a helium.v1 RunRequest run in-process on a fresh engine (the reference the
+    service and Triton tests compare against)."""
+    from helium_trt.api.events import run_request_inputs
+
+    async def go():
+        engine = make_engine(model_dir, num_blocks)
+        plan, rows, options = run_request_inputs(request)
+        try:
+            return (await collect(plan, [engine], rows=rows, options=options)).outputs
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+

@@ -3,7 +3,6 @@ called with the generated stubs, a client generated from the .proto files alone,
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import subprocess
@@ -21,10 +20,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from helium_trt.api.convert import load_request_file, rows_to_proto
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc, workflow_pb2
-from helium_trt.runtime.events import RowOutput
-from helium_trt.runtime.workflow import run_workflow
 
-from runtime_helpers import make_engine
+from runtime_helpers import outputs_in_process
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -92,29 +89,13 @@ def _outputs(events) -> dict[int, dict[str, str]]:
             if e.WhichOneof("event") == "row_output"}
 
 
-def _in_process_outputs(model_dir, request) -> dict[int, dict[str, str]]:
-    from helium_trt.api.events import run_request_inputs
-
-    async def go():
-        engine = make_engine(model_dir)
-        plan, rows, options = run_request_inputs(request)
-        try:
-            return {e.row: e.outputs async for e in run_workflow(plan, [engine], rows=rows,
-                                                                 options=options)
-                    if isinstance(e, RowOutput)}
-        finally:
-            await engine.close()
-
-    return asyncio.run(go())
-
-
 def test_run_streams_the_same_outputs_as_the_in_process_runtime(stub, long_tiny_model_dir):
     request = _request()
     events = list(stub.Run(request))
     kinds = [e.WhichOneof("event") for e in events]
     assert kinds[-1] == "run_stats" and "error" not in kinds
     assert kinds.count("op_started") == kinds.count("op_finished") == 6
-    assert _outputs(events) == _in_process_outputs(long_tiny_model_dir, request)
+    assert _outputs(events) == outputs_in_process(long_tiny_model_dir, request)
     stats = events[-1].run_stats
     assert stats.num_llm_calls == 6 and stats.prefill_tokens_reused > 0
     assert stats.prefill_tokens_minimum <= stats.prefill_tokens_computed
@@ -289,7 +270,7 @@ def test_a_client_generated_from_the_proto_files_alone(server, tmp_path, long_ti
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     got = json.loads(done.stdout)
-    assert got == {str(k): v for k, v in _in_process_outputs(long_tiny_model_dir, request).items()}
+    assert got == {str(k): v for k, v in outputs_in_process(long_tiny_model_dir, request).items()}
 
 
 def test_cli_run_against_the_server(server, tmp_path):

@@ -4,7 +4,6 @@ model through BLS with the scheduler's retention priorities, and bad requests fa
 
 from __future__ import annotations
 
-import asyncio
 import json
 import queue
 
@@ -13,12 +12,11 @@ import pytest
 from google.protobuf import json_format
 
 from helium_trt.api.convert import rows_to_proto
-from helium_trt.api.events import run_request_inputs
 from helium_trt.api.helium.v1 import service_pb2, workflow_pb2
-from helium_trt.runtime.events import RowOutput
-from helium_trt.runtime.workflow import run_workflow
 from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY
 from helium_trt.scheduler import SchedulerConfig
+
+from runtime_helpers import outputs_in_process
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
@@ -71,23 +69,6 @@ def _stream_through_helium(url: str, request: service_pb2.RunRequest) -> list:
         client.close()
 
 
-def _in_process(model_dir, request) -> dict:
-    from helium_trt.engine.config import EngineConfig
-    from helium_trt.engine.embedded import EmbeddedEngine
-
-    async def go():
-        engine = EmbeddedEngine(EngineConfig(model_dir=str(model_dir), num_blocks=512))
-        plan, rows, options = run_request_inputs(request)
-        try:
-            return {e.row: e.outputs async for e in run_workflow(plan, [engine], rows=rows,
-                                                                 options=options)
-                    if isinstance(e, RowOutput)}
-        finally:
-            await engine.close()
-
-    return asyncio.run(go())
-
-
 def test_workflow_through_helium_matches_the_in_process_runtime(triton_server):
     request = _request(ROWS)
     events = _stream_through_helium(triton_server.grpc_url, request)
@@ -96,7 +77,7 @@ def test_workflow_through_helium_matches_the_in_process_runtime(triton_server):
     assert kinds[-1] == "run_stats"
     outputs = {e.row_output.row: dict(e.row_output.outputs) for e in events
                if e.HasField("row_output")}
-    assert outputs == _in_process(triton_server.model_dir, request)
+    assert outputs == outputs_in_process(triton_server.model_dir, request, num_blocks=512)
     stats = events[-1].run_stats
     assert stats.num_llm_calls == 8
     assert stats.prefill_tokens_reused > 0  # the experts' shared system prompt, in whole blocks
@@ -176,7 +157,7 @@ def test_helium_service_on_triton_workers(triton_server, tmp_path):
             events = list(service_pb2_grpc.HeliumServiceStub(channel).Run(request))
         outputs = {e.row_output.row: dict(e.row_output.outputs) for e in events
                    if e.HasField("row_output")}
-        assert outputs == _in_process(triton_server.model_dir, request)
+        assert outputs == outputs_in_process(triton_server.model_dir, request, num_blocks=512)
         assert events[-1].run_stats.prefill_tokens_reused > 0
     finally:
         proc.terminate()
