@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict
 from pathlib import Path
 from typing import Sequence
 
 from helium_trt.bench.cross_batch import CALL_LEVEL, DAY_KV, CrossBatchRun
+from helium_trt.bench.report import grouped_bars, write_all
 
 
 def baseline_of(system: str) -> str:
@@ -85,43 +85,12 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> bool:
     """Day-2 wall time and LLM calls run, per system per workload."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        return False
-    workloads = report["workloads"]
-    systems = list(dict.fromkeys(s for w in workloads.values() for s in w))
-    fig, (ax_time, ax_calls) = plt.subplots(2, 1, figsize=(max(9, 3 * len(workloads)), 8))
-    width = 0.8 / max(1, len(systems))
-    for i, system in enumerate(systems):
-        xs = [j + i * width for j in range(len(workloads))]
-        ax_time.bar(xs, [w.get(system, {}).get("day2_wall_s", 0.0) for w in workloads.values()],
-                     width, label=system)
-        ax_calls.bar(xs, [w.get(system, {}).get("num_llm_calls", 0) for w in workloads.values()],
-                     width, label=system)
-    for ax in (ax_time, ax_calls):
-        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(workloads))])
-        ax.set_xticklabels(list(workloads), fontsize=8)
-    ax_time.set_ylabel("day-2 seconds (lower is better)")
-    ax_calls.set_ylabel("day-2 LLM calls run")
-    ax_time.legend(fontsize=7, ncol=3)
-    ax_time.set_title(report["meta"].get("title", "cross-batch"))
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return True
+    return grouped_bars(report, path, title=report["meta"].get("title", "cross-batch"),
+                        panels=(("day2_wall_s", "day-2 seconds (lower is better)", None),
+                                ("num_llm_calls", "day-2 LLM calls run", None)))
 
 
 def write_cross_batch(report: dict, directory: Path,
                       json_path: Path | None = None) -> dict[str, Path]:
-    directory.mkdir(parents=True, exist_ok=True)
-    stem = report["meta"].get("stem", "bench_cross_batch")
-    paths = {"json": Path(json_path) if json_path else directory / f"{stem}.json",
-             "markdown": directory / f"{stem}.md", "png": directory / f"{stem}.png"}
-    paths["json"].write_text(json.dumps(report, indent=1))
-    paths["markdown"].write_text(markdown(report))
-    if not plot(report, paths["png"]):
-        del paths["png"]
-    return paths
+    return write_all(report, directory, json_path, markdown_of=markdown, plot_of=plot,
+                     default_stem="bench_cross_batch")

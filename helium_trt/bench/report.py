@@ -148,6 +148,19 @@ def markdown(report: dict) -> str:
 
 def plot(report: dict, path: Path) -> bool:
     """Wall time per system per workload, and prefill computed vs the trie minimum."""
+    return grouped_bars(
+        report, path, title=report["meta"].get("title", "helium_trt benchmark"),
+        panels=(("wall_s", "end-to-end seconds (lower is better)", None),
+                ("prefill_efficiency", "trie minimum / prefill computed",
+                 TARGET_PREFILL_EFFICIENCY)))
+
+
+def grouped_bars(report: dict, path: Path, title: str,
+                 panels: Sequence[tuple[str, str, float | None]]) -> bool:
+    """One panel per (figure key, y label, reference line): a bar per system per workload.
+
+    Returns False (and writes nothing) without matplotlib, which only the plot needs.
+    """
     try:
         import matplotlib
         matplotlib.use("Agg")
@@ -156,36 +169,37 @@ def plot(report: dict, path: Path) -> bool:
         return False
     workloads = report["workloads"]
     systems = list(dict.fromkeys(s for w in workloads.values() for s in w))
-    fig, (ax_time, ax_prefill) = plt.subplots(2, 1, figsize=(max(10, 2.2 * len(workloads)), 9))
+    fig, axes = plt.subplots(len(panels), 1, squeeze=False,
+                             figsize=(max(10, 2.5 * len(workloads)), 4.5 * len(panels)))
     width = 0.8 / max(1, len(systems))
-    for i, system in enumerate(systems):
-        xs = [j + i * width for j in range(len(workloads))]
-        walls = [w.get(system, {}).get("wall_s", 0.0) for w in workloads.values()]
-        ax_time.bar(xs, walls, width, label=system)
-        effs = [w.get(system, {}).get("prefill_efficiency", 0.0) for w in workloads.values()]
-        ax_prefill.bar(xs, effs, width, label=system)
-    for ax in (ax_time, ax_prefill):
+    for ax, (key, label, line) in zip(axes[:, 0], panels):
+        for i, system in enumerate(systems):
+            xs = [j + i * width for j in range(len(workloads))]
+            ax.bar(xs, [w.get(system, {}).get(key, 0.0) for w in workloads.values()], width,
+                   label=system, color=plt.cm.tab20(i % 20))  # 13+ systems: tab10 would repeat
         ax.set_xticks([j + 0.4 - width / 2 for j in range(len(workloads))])
         ax.set_xticklabels(list(workloads), fontsize=8)
-    ax_time.set_ylabel("end-to-end seconds (lower is better)")
-    ax_prefill.set_ylabel("trie minimum / prefill computed")
-    ax_prefill.axhline(TARGET_PREFILL_EFFICIENCY, color="k", linestyle="--", linewidth=0.8)
-    ax_time.legend(fontsize=7, ncol=4)
-    ax_time.set_title(report["meta"].get("title", "helium_trt benchmark"))
+        ax.set_ylabel(label)
+        if line is not None:
+            ax.axhline(line, color="k", linestyle="--", linewidth=0.8)
+    axes[0, 0].legend(fontsize=7, ncol=4)
+    axes[0, 0].set_title(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return True
 
 
-def write_all(report: dict, directory: Path, json_path: Path | None = None) -> dict[str, Path]:
+def write_all(report: dict, directory: Path, json_path: Path | None = None, *,
+              markdown_of=None, plot_of=None, default_stem: str = "bench") -> dict[str, Path]:
+    """JSON, markdown and (with matplotlib) PNG of ``report`` under ``directory``."""
     directory.mkdir(parents=True, exist_ok=True)
-    stem = report["meta"].get("stem", "bench")
+    stem = report["meta"].get("stem", default_stem)
     paths = {"json": Path(json_path) if json_path else directory / f"{stem}.json",
              "markdown": directory / f"{stem}.md", "png": directory / f"{stem}.png"}
     paths["json"].write_text(json.dumps(report, indent=1, sort_keys=False))
-    paths["markdown"].write_text(markdown(report))
-    if not plot(report, paths["png"]):
+    paths["markdown"].write_text((markdown_of or markdown)(report))
+    if not (plot_of or plot)(report, paths["png"]):
         del paths["png"]
     return paths
 
