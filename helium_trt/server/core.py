@@ -18,7 +18,8 @@ from helium_trt.api.helium.v1 import service_pb2
 from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY, Engine, RetentionRange
 from helium_trt.errors import InvalidWorkflowError
 from helium_trt.optimizer import OptimizeContext, optimize
-from helium_trt.optimizer.explain import explain, to_json, to_text
+from helium_trt.cache.trt import build_trt
+from helium_trt.optimizer.explain import Explanation, explain, to_json, to_text
 from helium_trt.plan.ops import LlmOp
 from helium_trt.plan.prompt import llm_prompt_template
 from helium_trt.runtime.calls import SegmentTokenizer
@@ -86,11 +87,16 @@ class HeliumCore:
     async def explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse:
         plan, rows, options = run_request_inputs(request.request)
         fmt = chat_format_of(self.engines[0])
-        ctx = OptimizeContext(chat_format=fmt, prompt_cache=self.caches.prompt_cache
-                              if options.prompt_cache else None)
-        ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
-        prepared = (prepare_run(plan, rows, self.engines, options, self.caches, with_estimate=True)
-                    if rows else None)
+        prepared = None
+        if rows:  # the run's own planning, once: its optimize already consulted the result cache
+            prepared = prepare_run(plan, rows, self.engines, options, self.caches,
+                                   with_estimate=True)
+            ex = Explanation(prepared.optimized, build_trt(prepared.optimized.plan, fmt),
+                             prepared.planning_ms)
+        else:
+            ctx = OptimizeContext(chat_format=fmt, prompt_cache=self.caches.prompt_cache
+                                  if options.prompt_cache else None)
+            ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
         tok = SegmentTokenizer(self.engines[0].tokenizer)
         body = to_json(ex)
         for entry in body["shared_prefixes"]:
