@@ -16,7 +16,7 @@ from helium_trt.api.convert import plan_from_proto
 from helium_trt.api.events import event_to_proto, run_request_inputs
 from helium_trt.api.helium.v1 import service_pb2
 from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY, Engine, RetentionRange
-from helium_trt.errors import InvalidWorkflowError
+from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.optimizer import OptimizeContext, optimize
 from helium_trt.cache.trt import build_trt
 from helium_trt.optimizer.explain import Explanation, explain, to_json, to_text
@@ -31,6 +31,31 @@ ProtoToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolR
 
 # Prefixes registered with Warm(keep=true) outrank every per-run priority but the maximum.
 KEEP_WARM_PRIORITY = 90
+
+
+@dataclass(frozen=True, slots=True)
+class ServerLimits:
+    """Requests past these are refused with RESOURCE_EXHAUSTED before any work starts."""
+
+    max_rows: int = 1024
+    max_ops: int = 2048
+    max_message_bytes: int = 64 << 20
+
+
+def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
+    """Refuse a request with no workflow, or past ``limits``, before any planning (shared by
+    the gRPC service and the Triton `helium` model)."""
+    if not request.HasField("workflow"):
+        raise InvalidWorkflowError("the request has no workflow", field="workflow")
+    if len(request.rows) > limits.max_rows:
+        raise ResourceExhaustedError(
+            f"{len(request.rows)} rows exceed the server's limit of {limits.max_rows}")
+    num_ops = len(request.workflow.ops) + sum(
+        len(op.loop.body) * max(op.loop.max_iterations, 1)
+        for op in request.workflow.ops if op.WhichOneof("kind") == "loop")
+    if num_ops > limits.max_ops:
+        raise ResourceExhaustedError(
+            f"{num_ops} operators (loops unrolled) exceed the server's limit of {limits.max_ops}")
 
 
 @dataclass

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Protocol
 
 import grpc
@@ -16,23 +15,14 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
-from helium_trt.errors import HeliumError, InvalidWorkflowError, ResourceExhaustedError
+from helium_trt.errors import HeliumError
+from helium_trt.server.core import ServerLimits, check_limits
 from helium_trt.server.status import grpc_code
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["HeliumService"].full_name
 
 ToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolResult]]
-
-
-@dataclass(frozen=True, slots=True)
-class ServerLimits:
-    """Requests past these are refused with RESOURCE_EXHAUSTED before any work starts."""
-
-    max_rows: int = 1024
-    max_ops: int = 2048
-    max_message_bytes: int = 64 << 20
-    max_prompt_tokens: int = 32768
 
 
 class Core(Protocol):
@@ -46,20 +36,6 @@ class Core(Protocol):
     async def warm(self, request: service_pb2.WarmRequest) -> service_pb2.WarmResponse: ...
 
     def stats(self) -> service_pb2.StatsResponse: ...
-
-
-def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
-    if not request.HasField("workflow"):
-        raise InvalidWorkflowError("the request has no workflow", field="workflow")
-    if len(request.rows) > limits.max_rows:
-        raise ResourceExhaustedError(
-            f"{len(request.rows)} rows exceed the server's limit of {limits.max_rows}")
-    num_ops = len(request.workflow.ops) + sum(
-        len(op.loop.body) * max(op.loop.max_iterations, 1)
-        for op in request.workflow.ops if op.WhichOneof("kind") == "loop")
-    if num_ops > limits.max_ops:
-        raise ResourceExhaustedError(
-            f"{num_ops} operators (loops unrolled) exceed the server's limit of {limits.max_ops}")
 
 
 class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):

@@ -19,7 +19,7 @@ from helium_trt.engine.bls import BlsTransport
 from helium_trt.engine.config import MODEL_DIR_ENV, default_model_dir
 from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 from helium_trt.errors import InvalidWorkflowError, ModelNotFoundError
-from helium_trt.server.core import HeliumCore
+from helium_trt.server.core import HeliumCore, ServerLimits, check_limits
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,8 @@ class HeliumTritonModel:
                     is_cancelled: Callable[[], bool]) -> None:
         """Run one serialized RunRequest, sending each serialized RunEvent as it comes.
 
-        Raises InvalidWorkflowError (bad bytes or workflow) before any event is sent.
+        Raises InvalidWorkflowError (bad bytes or workflow) or ResourceExhaustedError (over the
+        default ServerLimits, as the gRPC service applies) before any event is sent.
         """
         request = service_pb2.RunRequest()
         try:
@@ -77,8 +78,7 @@ class HeliumTritonModel:
         except Exception as exc:  # protobuf raises DecodeError, a bare Exception subclass
             raise InvalidWorkflowError(f"input 'request' is not a serialized "
                                        f"helium.v1.RunRequest: {exc}", field="request") from None
-        if not request.HasField("workflow"):
-            raise InvalidWorkflowError("the request has no workflow", field="workflow")
+        check_limits(request, ServerLimits())
         events = self.core.run(request)
         try:
             async for event in events:
