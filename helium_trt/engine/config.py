@@ -15,6 +15,18 @@ def default_model_dir() -> Path:
     return Path(os.environ.get(MODEL_DIR_ENV) or Path("models") / DEFAULT_MODEL_NAME)
 
 
+def require_model_dir(model_dir: str | None) -> Path:
+    """``model_dir`` (or the default) if it holds a model, else ModelNotFoundError saying how to
+    get one (the CLI commands' shared check)."""
+    from helium_trt.errors import ModelNotFoundError
+
+    path = Path(model_dir) if model_dir else default_model_dir()
+    if not (path / "config.json").is_file():
+        raise ModelNotFoundError(f"no model at {str(path)!r}: run `helium-trt model fetch` "
+                                 "(or pass --model DIR / set HELIUM_MODEL_DIR)")
+    return path
+
+
 @dataclass(frozen=True, slots=True)
 class EngineConfig:
     """How to build an EmbeddedEngine.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from helium_trt.api.convert import load_request_file, load_rows_file
 from helium_trt.api.events import run_request_inputs
-from helium_trt.errors import EngineUnavailableError, HeliumError, ModelNotFoundError
+from helium_trt.errors import EngineUnavailableError, HeliumError
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
 
 # --no-X flag -> RunOptions field turned off.
@@ -87,14 +87,10 @@ def _apply_flags(options, args):
 
 
 def _open_engine(model_dir: str | None):
-    from helium_trt.engine.config import EngineConfig, default_model_dir
+    from helium_trt.engine.config import EngineConfig, require_model_dir
     from helium_trt.engine.embedded import EmbeddedEngine
 
-    path = Path(model_dir) if model_dir else default_model_dir()
-    if not (path / "config.json").is_file():
-        raise ModelNotFoundError(f"no model at {str(path)!r}: run `helium-trt model fetch` "
-                                 "(or pass --model DIR / set HELIUM_MODEL_DIR)")
-    return EmbeddedEngine(EngineConfig(model_dir=str(path)))
+    return EmbeddedEngine(EngineConfig(model_dir=str(require_model_dir(model_dir))))
 
 
 async def _local_events(plan, rows, options, engine):

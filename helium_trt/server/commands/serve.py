@@ -49,14 +49,12 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def open_engines(args: argparse.Namespace) -> list:
-    """The engines ``args`` ask for (shared by `serve` and `run --engine triton`)."""
-    from helium_trt.engine.config import default_model_dir
-    from helium_trt.errors import InvalidWorkflowError, ModelNotFoundError
+    """The engines ``args`` ask for: embedded workers sharing one copy of the weights, or one
+    TritonEngine per --url."""
+    from helium_trt.engine.config import require_model_dir
+    from helium_trt.errors import InvalidWorkflowError
 
-    model_dir = Path(args.model) if args.model else default_model_dir()
-    if not (model_dir / "config.json").is_file():
-        raise ModelNotFoundError(f"no model at {str(model_dir)!r}: run `helium-trt model fetch` "
-                                 "(or pass --model DIR / set HELIUM_MODEL_DIR)")
+    model_dir = require_model_dir(args.model)
     if args.engine == "triton":
         from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 
