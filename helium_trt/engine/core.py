@@ -78,7 +78,7 @@ class EngineCore:
             if sched.is_empty:
                 return []
             if not (sched.prefills or sched.decodes):
-                # Only warm-ups whose prompt was fully cached: nothing to compute.
+                # Only warm-ups whose prompt was fully cached, or rejections: nothing to compute.
                 return self._postprocess(sched, StepResult({}), time.monotonic())
         try:
             result = self.runner.run(sched)
@@ -95,6 +95,11 @@ class EngineCore:
             self.kv.release_copy(copy)
         for seq in sched.finished_on_admission:
             events.append(self._finish(seq, "length"))
+        for seq in sched.rejected:
+            needed = self.kv.num_blocks_for(len(seq.token_ids))
+            events.append(self._finish(seq, "error", (
+                f"resource exhausted: request {seq.request_id!r} needs {needed} KV blocks and "
+                f"only {self.kv.num_obtainable_blocks()} can be obtained with nothing else running")))
         for chunk in sched.prefills:
             seq = chunk.seq
             if seq.status is not SeqStatus.RUNNING:

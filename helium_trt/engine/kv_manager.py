@@ -47,10 +47,13 @@ class KVManager:
         tokens = seq.token_ids
         matched, copy_src, num_partial = self._reusable_prefix(seq)
         num_new = self.num_blocks_for(len(tokens)) - len(matched)
-        # Cached blocks only the tree holds stop being evictable once we reference them.
+        obtainable = self.num_obtainable_blocks()
+        if copy_src is not None and num_new + self._num_pinned(matched + [copy_src]) > obtainable:
+            # The copy's source costs a block until the copy is done: when that block is the
+            # one missing (a prompt filling the whole pool), compute those few tokens instead.
+            copy_src, num_partial = None, 0
         pinned = matched + ([copy_src] if copy_src is not None else [])
-        num_pinned = sum(1 for b in pinned if self.pool.ref_count(b) == 1)
-        if num_new + num_pinned > self.num_obtainable_blocks():
+        if num_new + self._num_pinned(pinned) > obtainable:
             return False
         self.pool.incref(pinned)
         num_matched_tokens = len(matched) * self.block_size
@@ -122,6 +125,10 @@ class KVManager:
         if num_partial <= 0:
             return matched, None, 0
         return matched, copy_src, num_partial
+
+    def _num_pinned(self, block_ids: list[int]) -> int:
+        """Cached blocks that stop being evictable once referenced (only the tree holds them)."""
+        return sum(1 for b in block_ids if self.pool.ref_count(b) == 1)
 
     def _can_share(self, seq: Sequence) -> bool:
         return self.enable_prefix_caching and seq.request.reuse_prefix

@@ -44,10 +44,12 @@ class SchedulerOutput:
     preempted: list[Sequence] = field(default_factory=list)
     # KV block copies (source, destination) for partly matched prefix blocks, run first.
     block_copies: list[tuple[int, int]] = field(default_factory=list)
+    # Requests that cannot be admitted even with nothing else running: fail them, never wait.
+    rejected: list[Sequence] = field(default_factory=list)
 
     @property
     def is_empty(self) -> bool:
-        return not (self.prefills or self.decodes or self.finished_on_admission)
+        return not (self.prefills or self.decodes or self.finished_on_admission or self.rejected)
 
     @property
     def num_tokens(self) -> int:
@@ -117,7 +119,12 @@ class Scheduler:
         while self._waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self._waiting[0][1]
             if not self.kv.try_admit(seq, now):
-                break  # head-of-line waits: admitting smaller ones first would starve it
+                if self.running:
+                    break  # head-of-line waits: admitting smaller ones first would starve it
+                # Nothing runs, so nothing will free a block: waiting would never end.
+                heapq.heappop(self._waiting)
+                out.rejected.append(seq)
+                continue
             heapq.heappop(self._waiting)
             seq.status = SeqStatus.RUNNING
             self.running.append(seq)

@@ -93,6 +93,37 @@ def test_decode_without_blocks_preempts_the_latest_lowest_priority():
     assert new.block_table == [] and new.token_ids[3:] == [7] * 6
 
 
+def test_prompt_filling_the_pool_skips_the_partial_copy_instead_of_waiting_forever():
+    # Regression: a cached prefix matching one whole block and part of the next made admission
+    # count the copy's source block as well, one more than the pool has, so the request waited
+    # with nothing running to free a block.
+    kv = KVManager(8, BS)
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=64), kv)
+    warm = _seq("warm", list(range(12)), 0, max_tokens=0)
+    sched.add(warm)
+    _complete_step(sched, sched.schedule(now=0.0))
+    sched.remove(warm)
+    assert kv.num_obtainable_blocks() == 8 and kv.tree.num_cached_blocks == 3
+    big = _seq("big", list(range(6)) + list(range(100, 125)), 1, max_tokens=1)  # 31 tokens: 8 blocks
+    sched.add(big)
+    out = sched.schedule(now=0.0)
+    assert [(c.seq.request_id, c.num_tokens) for c in out.prefills] == [("big", 27)]
+    assert out.block_copies == [] and not out.rejected
+    assert big.num_cached_tokens == 4 and len(big.block_table) == 8
+
+
+def test_a_request_that_cannot_fit_an_idle_pool_is_rejected_not_left_waiting():
+    sched = Scheduler(SchedulerConfig(), KVManager(4, BS))
+    too_big = _seq("too_big", list(range(20)), 0)  # 5 blocks, the pool has 4
+    after = _seq("after", [1, 2, 3], 1)
+    sched.add(too_big)
+    sched.add(after)
+    out = sched.schedule(now=0.0)
+    assert out.rejected == [too_big]
+    assert [c.seq.request_id for c in out.prefills] == ["after"]
+    assert sched.num_waiting == 0
+
+
 def test_engine_core_logic_imports_no_torch():
     engine_dir = pathlib.Path(__file__).resolve().parents[2] / "helium_trt" / "engine"
     for name in ("scheduler.py", "kv_manager.py", "sequence.py"):
