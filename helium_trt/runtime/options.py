@@ -10,6 +10,8 @@ class RunOptions:
     """``disabled_rules`` names optimizer rules to skip; the booleans are the runtime's switches.
 
     ``max_inflight`` bounds calls in flight per engine (1 = one call at a time).
+    ``max_prompt_tokens`` is the server's cap on one LLM call's prompt (None: only the engine's
+    context window); a client does not set it (helium.v1.RunOptions has no such field).
     """
 
     disabled_rules: frozenset[str] = field(default_factory=frozenset)
@@ -22,6 +24,7 @@ class RunOptions:
     priority: int = 0
     deadline_ms: int | None = None
     max_inflight: int = 16
+    max_prompt_tokens: int | None = None
 
 
 ALL_RULES = frozenset({"eliminate_dead_ops", "merge_identical_ops", "fold_constants",

@@ -8,6 +8,7 @@ from typing import Sequence
 
 from helium_trt.cache.prompt_cache import PromptResultCache
 from helium_trt.engine.base import Engine
+from helium_trt.errors import ResourceExhaustedError
 from helium_trt.optimizer import OptimizeContext, optimize
 from helium_trt.optimizer.driver import OptimizeResult
 from helium_trt.plan.chat import CHATML, ChatFormat
@@ -62,10 +63,23 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
         proactive_warming=options.proactive_warming and options.kv_prefix_reuse,
         retention_priorities=options.retention_priorities and options.kv_prefix_reuse,
     )
+    if options.max_prompt_tokens is not None:
+        check_prompt_tokens(calls, options.max_prompt_tokens)
     resident = [_resident_prefixes(engine, calls) for engine in engines]
     schedule = build_schedule(calls.specs, config, resident, with_estimate, calls.packed)
     return PreparedRun(optimized, calls, schedule, fmt, tok,
                        (time.perf_counter() - start) * 1000.0)
+
+
+def check_prompt_tokens(calls: PlannedCalls, limit: int) -> None:
+    """Refuse the run before any work when a call's prompt, as far as plan time knows it,
+    already passes ``limit`` (prompts that grow with LLM outputs are checked per call)."""
+    for spec in calls.specs.values():
+        if len(spec.known_tokens) > limit:
+            raise ResourceExhaustedError(
+                f"operator {spec.op_id!r}, row {spec.row}: the prompt has at least "
+                f"{len(spec.known_tokens)} tokens, over the server's limit of {limit} prompt "
+                "tokens per LLM call")
 
 
 def _resident_prefixes(engine: Engine, calls: PlannedCalls) -> list[tuple[int, ...]]:

@@ -16,7 +16,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from helium_trt.engine.base import Engine
 from helium_trt.errors import EngineUnavailableError, HeliumError, InvalidRequestError
-from helium_trt.errors import InvalidWorkflowError
+from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
     CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, MapOp, OutputOp, Ref,
@@ -141,6 +141,8 @@ class _RowRun:
             raise
         except InvalidWorkflowError as exc:
             raise _RowFailed(op_id, "INVALID_ARGUMENT", str(exc)) from exc
+        except ResourceExhaustedError as exc:
+            raise _RowFailed(op_id, "RESOURCE_EXHAUSTED", f"operator {op_id!r}: {exc}") from exc
         except (InvalidRequestError, ToolError) as exc:
             code = "INVALID_ARGUMENT" if isinstance(exc, InvalidRequestError) else "UNAVAILABLE"
             raise _RowFailed(op_id, code, f"operator {op_id!r}: {exc}") from exc
@@ -239,6 +241,11 @@ class _RowRun:
             run.stats.num_result_cache_hits += 1
             return _with_history(llm, prompt_value, found), 0, 0, 0, True
         prompt = run.prepared.tokenizer.encode_segments(segments)
+        limit = run.options.max_prompt_tokens
+        if limit is not None and len(prompt) > limit:
+            raise ResourceExhaustedError(
+                f"the prompt has {len(prompt)} tokens, over the server's limit of {limit} "
+                "prompt tokens per LLM call")
         on_text = (lambda delta: run.emit(TokenDelta(op_id, self.row, delta, item))) \
             if run.options.stream_tokens else None
         outcome = await run.dispatcher.call(call_id(op_id, self.row), item, llm, prompt, on_text)

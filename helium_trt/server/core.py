@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from helium_trt.api.convert import plan_from_proto
@@ -40,6 +40,9 @@ class ServerLimits:
     max_rows: int = 1024
     max_ops: int = 2048
     max_message_bytes: int = 64 << 20
+    # One LLM call's prompt; None leaves only the engine's context window. Checked at plan time
+    # for what is known then, and per call once prompts built from LLM outputs are complete.
+    max_prompt_tokens: int | None = None
 
 
 def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
@@ -75,10 +78,12 @@ class _Counters:
 class HeliumCore:
     """Runs, explains and warms helium.v1 requests on ``engines`` (one per worker)."""
 
-    def __init__(self, engines: Sequence[Engine], caches: RuntimeCaches | None = None):
+    def __init__(self, engines: Sequence[Engine], caches: RuntimeCaches | None = None,
+                 limits: ServerLimits = ServerLimits()):
         if not engines:
             raise ValueError("HeliumCore needs at least one engine")
         self.engines = list(engines)
+        self.limits = limits
         self.caches = caches if caches is not None else RuntimeCaches()
         self._counters = _Counters()
         self._registered: dict[str, int] = {}  # workflow name -> static prefixes kept warm
@@ -91,6 +96,7 @@ class HeliumCore:
         iterator (client cancel) cancels the run, which cancels its engine requests.
         """
         plan, rows, options = run_request_inputs(request)
+        options = replace(options, max_prompt_tokens=self.limits.max_prompt_tokens)
         deadline_s = options.deadline_ms / 1000.0 if options.deadline_ms else None
         events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,
                               tools=_adapt_tools(tools))

@@ -47,6 +47,7 @@ def _workflow(max_tokens=6, **extra_ops) -> workflow_pb2.Workflow:
 
 
 ROWS = [{"q": "Revenue rose 12% while costs fell."}, {"q": "A new plant opened in Ohio."}]
+MAX_PROMPT_TOKENS = 600
 
 
 @pytest.fixture(scope="module")
@@ -56,6 +57,7 @@ def server(long_tiny_model_dir, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "helium_trt.server.cli", "serve", "--address", "127.0.0.1:0",
          "--model", str(long_tiny_model_dir), "--kv-cache-mb", "64", "--max-rows", "8",
+         "--max-prompt-tokens", str(MAX_PROMPT_TOKENS),
          "--port-file", str(port_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120
@@ -135,6 +137,40 @@ def test_too_many_rows_is_resource_exhausted(stub):
         list(stub.Run(_request(rows=ROWS * 5)))
     assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert "10 rows" in info.value.details()
+
+
+def _text_of_tokens(model_dir, num_tokens: int) -> str:
+    """Report-like text of about ``num_tokens`` tokens under the model's tokenizer."""
+    from helium_trt.engine.tokenizer import HFTokenizer
+
+    tokenizer = HFTokenizer.from_dir(model_dir)
+    sentence = "Revenue rose 12% while costs fell in the third quarter. "
+    per_sentence = len(tokenizer.encode(sentence))
+    return sentence * max(1, num_tokens // per_sentence)
+
+
+def test_prompt_past_the_token_limit_is_refused_before_any_work(stub, long_tiny_model_dir):
+    rows = [{"q": _text_of_tokens(long_tiny_model_dir, MAX_PROMPT_TOKENS + 50)}]
+    with pytest.raises(grpc.RpcError) as info:
+        list(stub.Run(_request(rows=rows)))
+    assert info.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    details = info.value.details()
+    assert f"limit of {MAX_PROMPT_TOKENS}" in details and ("'e1'" in details or "'e2'" in details)
+
+
+def test_prompt_grown_past_the_limit_by_llm_outputs_fails_only_that_call(stub, long_tiny_model_dir):
+    # The expert's prompt fits; the judge's repeats the row three times after the expert's
+    # reply, so only its complete prompt (known once e1 has answered) passes the limit. (e2
+    # is read by nobody now, so the optimizer drops it.)
+    workflow = _workflow()
+    workflow.ops[5].format.template = "Combine: {e1} | {q} | {q} | {q}"
+    rows = [{"q": _text_of_tokens(long_tiny_model_dir, MAX_PROMPT_TOKENS // 2 - 20)}]
+    events = list(stub.Run(_request(workflow=workflow, rows=rows)))
+    errors = [e.error for e in events if e.WhichOneof("event") == "error"]
+    finished = {e.op_finished.op_id for e in events if e.WhichOneof("event") == "op_finished"}
+    assert [(e.code, e.op_id) for e in errors] == [(service_pb2.ERROR_CODE_RESOURCE_EXHAUSTED, "judge")]
+    assert f"limit of {MAX_PROMPT_TOKENS}" in errors[0].message
+    assert "e1" in finished and "judge" not in finished
 
 
 def test_deadline_ends_the_run_with_deadline_exceeded(stub):

@@ -33,6 +33,8 @@ def register(subparsers) -> None:
     p.add_argument("--max-rows", type=int, default=1024, help="rows per request limit")
     p.add_argument("--max-ops", type=int, default=2048, help="operators per request limit")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC message size limit")
+    p.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
+                   help="prompt tokens per LLM call limit (default: the engine's context window)")
     p.add_argument("--port-file", metavar="PATH",
                    help="write the bound port here once serving (for scripts and tests)")
     p.set_defaults(func=run)
@@ -76,8 +78,9 @@ async def _serve(args: argparse.Namespace) -> int:
     from helium_trt.server.grpc_service import ServerLimits, start_server
 
     limits = ServerLimits(max_rows=args.max_rows, max_ops=args.max_ops,
-                          max_message_bytes=args.max_message_mb << 20)
-    core = HeliumCore(await open_engines(args))
+                          max_message_bytes=args.max_message_mb << 20,
+                          max_prompt_tokens=args.max_prompt_tokens)
+    core = HeliumCore(await open_engines(args), limits=limits)
     server, port = await start_server(core, args.address, limits)
     host = args.address.rsplit(":", 1)[0]
     print(f"helium-trt: serving helium.v1.HeliumService on {host}:{port} "
