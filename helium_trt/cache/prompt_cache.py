@@ -11,7 +11,7 @@ the optimizer look calls up at plan time without a tokenizer.
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
 from helium_trt.plan.ops import GenerationConfig
@@ -34,6 +34,7 @@ class PromptResultCache:
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
         self._entries: OrderedDict[CacheKey, str] = OrderedDict()
+        self._num_by_call: Counter[tuple[str, tuple]] = Counter()  # (model, config key) -> entries
         self._num_bytes = 0
         self._num_hits = self._num_misses = self._num_evictions = 0
 
@@ -52,6 +53,11 @@ class PromptResultCache:
         self._num_hits += 1
         return found
 
+    def may_hold(self, model: str, config: GenerationConfig) -> bool:
+        """False when no entry has this model and config: no prompt of such a call can hit, so
+        the optimizer need not render one (the first run of a workflow looks nothing up)."""
+        return self._num_by_call[(model, config_key(config))] > 0
+
     def store(self, model: str, prompt_text: str, config: GenerationConfig, output: str) -> bool:
         """Remember ``output``; False when the call is not deterministic or the entry is too big."""
         if not config.is_deterministic:
@@ -63,6 +69,8 @@ class PromptResultCache:
         old = self._entries.pop(key, None)
         if old is not None:
             self._num_bytes -= _entry_bytes(key, old)
+        else:
+            self._num_by_call[(model, key[2])] += 1
         self._entries[key] = output
         self._num_bytes += size
         self._evict_to(self.max_bytes)
@@ -81,6 +89,7 @@ class PromptResultCache:
         while self._num_bytes > limit and self._entries:
             key, output = self._entries.popitem(last=False)
             self._num_bytes -= _entry_bytes(key, output)
+            self._num_by_call[(key[0], key[2])] -= 1
             self._num_evictions += 1
 
 

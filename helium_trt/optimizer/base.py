@@ -27,6 +27,11 @@ class PromptResultCache(Protocol):
 
     def lookup(self, model: str, prompt_text: str, config: GenerationConfig) -> str | None: ...
 
+    def may_hold(self, model: str, config: GenerationConfig) -> bool:
+        """False only when no ``lookup`` with this model and config can hit (lets the optimizer
+        skip rendering those prompts)."""
+        ...
+
 
 @dataclass(frozen=True, slots=True)
 class OptimizeContext:

@@ -37,3 +37,17 @@ def test_lru_eviction_by_bytes():
     assert cache.lookup("m", "0" + "x" * 99, GREEDY) == "y"
     assert cache.stats().num_evictions == 1 and cache.stats().num_bytes <= cache.max_bytes
     assert not cache.store("m", "z" * 10_000, GREEDY, "y")
+
+
+def test_may_hold_follows_stores_and_evictions_per_model_and_config():
+    cache = PromptResultCache(max_bytes=2 * (64 + 1 + 100 + 1))
+    other = GenerationConfig(max_tokens=9)
+    assert not cache.may_hold("m", GREEDY)
+    cache.store("m", "0" + "x" * 99, GREEDY, "y")
+    cache.store("m", "0" + "x" * 99, GREEDY, "z")  # replacing an entry does not count twice
+    assert cache.may_hold("m", GREEDY)
+    assert not cache.may_hold("m", other) and not cache.may_hold("n", GREEDY)
+    cache.store("m", "1" + "x" * 99, other, "y")
+    cache.store("m", "2" + "x" * 99, other, "y")  # evicts the only GREEDY entry
+    assert cache.stats().num_evictions == 1
+    assert not cache.may_hold("m", GREEDY) and cache.may_hold("m", other)

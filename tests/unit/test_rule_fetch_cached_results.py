@@ -25,6 +25,9 @@ class DictPromptCache:
         self.lookups += 1
         return self.entries.get((model, prompt_text, config))
 
+    def may_hold(self, model, config):
+        return any(m == model and c == config for m, _, c in self.entries)
+
 
 ROWS = ({"q": "What is 2+2?"}, {"q": "What is 3+3?"}, {"q": "What is 4+4?"})
 

@@ -33,7 +33,8 @@ class FetchCachedResults:
         rows = [RowValues(plan, row, ctx.chat_format) for row in plan.rows]
         fetched = {}
         for op in plan.ops:
-            if isinstance(op, LlmOp) and op.config.is_deterministic and not op.return_history:
+            if (isinstance(op, LlmOp) and op.config.is_deterministic and not op.return_history
+                    and cache.may_hold(op.model, op.config)):
                 hits = _lookup_rows(plan, op, rows, cache, ctx.chat_format)
                 if hits:
                     fallback = None if len(hits) == len(rows) else op
