@@ -130,8 +130,12 @@ class KVManager:
         """Cached blocks that stop being evictable once referenced (only the tree holds them)."""
         return sum(1 for b in block_ids if self.pool.ref_count(b) == 1)
 
-    def _can_share(self, seq: Sequence) -> bool:
+    def shares_prefixes(self, seq: Sequence) -> bool:
+        """Whether ``seq`` reuses cached blocks and hands its own to the tree."""
         return self.enable_prefix_caching and seq.request.reuse_prefix
+
+    def _can_share(self, seq: Sequence) -> bool:
+        return self.shares_prefixes(seq)
 
     def _allocate(self, num_blocks: int, now: float) -> list[int]:
         shortfall = num_blocks - self.pool.num_free

@@ -5,7 +5,12 @@ prefills first, then newly admitted requests), bounded by ``max_num_seqs``,
 ``max_num_batched_tokens`` and the KV blocks obtainable. When a decoding sequence needs a block
 and none can be had, the lowest-priority, most recently arrived running sequence is preempted:
 its blocks are released (its full blocks stay cached in the tree) and it waits to be prefilled
-again, so no request is ever lost. Imports no torch.
+again, so no request is ever lost.
+
+A waiting request whose prompt shares at least one whole block not yet computed with a running
+prefill is held back until that prefill has computed it (then it reuses the cached blocks):
+admitting both at once would compute the shared blocks twice. Requests behind it in the queue
+may go first meanwhile. Imports no torch.
 """
 
 from __future__ import annotations
@@ -116,8 +121,12 @@ class Scheduler:
         return len(out.decodes)
 
     def _admit_waiting(self, out: SchedulerOutput, budget: int, now: float) -> None:
+        held_back: list[tuple[tuple[int, int], Sequence]] = []
         while self._waiting and budget > 0 and len(self.running) < self.config.max_num_seqs:
             seq = self._waiting[0][1]
+            if self._shares_uncomputed_prefix(seq):
+                held_back.append(heapq.heappop(self._waiting))
+                continue
             if not self.kv.try_admit(seq, now):
                 if self.running:
                     break  # head-of-line waits: admitting smaller ones first would starve it
@@ -137,6 +146,26 @@ class Scheduler:
             num_tokens = min(seq.num_uncomputed_tokens, budget)
             out.prefills.append(PrefillChunk(seq, num_tokens))
             budget -= num_tokens
+        for item in held_back:
+            heapq.heappush(self._waiting, item)
+
+    def _shares_uncomputed_prefix(self, seq: Sequence) -> bool:
+        """True when a running prefill is about to compute a whole block of ``seq``'s prefix."""
+        if not self.kv.shares_prefixes(seq):
+            return False
+        bs = self.kv.block_size
+        tokens = seq.token_ids
+        for other in self.running:
+            if other.is_decoding or not self.kv.shares_prefixes(other):
+                continue
+            start = other.num_computed_tokens // bs * bs  # its computed whole blocks are cached
+            end = start + bs
+            if end > len(tokens) or end > len(other.token_ids):
+                continue  # no whole block left to share
+            # Its first uncomputed block must equal ours, and so must everything before it.
+            if tokens[start:end] == other.token_ids[start:end] and tokens[:start] == other.token_ids[:start]:
+                return True
+        return False
 
     def _pick_victim(self) -> Sequence:
         return max(self.running, key=lambda s: s.waiting_key)

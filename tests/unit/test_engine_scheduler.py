@@ -124,6 +124,25 @@ def test_a_request_that_cannot_fit_an_idle_pool_is_rejected_not_left_waiting():
     assert sched.num_waiting == 0
 
 
+def test_a_request_waits_for_a_running_prefill_of_its_prefix_instead_of_computing_it_twice():
+    sched = Scheduler(SchedulerConfig(max_num_batched_tokens=8), KVManager(32, BS))
+    shared = list(range(12))  # three whole blocks
+    a, b = _seq("a", shared + [50, 51], 0), _seq("b", shared + [60, 61, 62], 1)
+    c = _seq("c", [90, 91, 92], 2)
+    for seq in (a, b, c):
+        sched.add(seq)
+    out = sched.schedule(now=0.0)
+    assert [(ch.seq.request_id, ch.num_tokens) for ch in out.prefills] == [("a", 8)]
+    _complete_step(sched, out)
+    out = sched.schedule(now=0.0)
+    # a has yet to compute its third block, which b shares: b is held back, c (behind it) goes.
+    assert [(ch.seq.request_id, ch.num_tokens) for ch in out.prefills] == [("a", 6), ("c", 2)]
+    _complete_step(sched, out)
+    out = sched.schedule(now=0.0)  # a's prompt is computed: b reuses all three shared blocks
+    assert [ch.seq.request_id for ch in out.prefills] == ["c", "b"]
+    assert b.num_cached_tokens == 12 and b.block_table[:3] == a.block_table[:3]
+
+
 def test_engine_core_logic_imports_no_torch():
     engine_dir = pathlib.Path(__file__).resolve().parents[2] / "helium_trt" / "engine"
     for name in ("scheduler.py", "kv_manager.py", "sequence.py"):
