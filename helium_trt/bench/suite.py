@@ -89,9 +89,11 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
     load = os.getloadavg()[0]
     notes = [f"1-minute load average at start {load:.2f} on {os.cpu_count()} CPUs; each system "
              "runs once, so ratios from this one run are the figures to read."]
-    if not with_vllm:
+    if config.with_vllm is False:
+        notes.append("vLLM peer left out (--no-vllm).")
+    elif not with_vllm:
         notes.append("vLLM peer skipped (no venv at "
-                      f"{vllm_server.venv_path()}; run benchmarks/setup_vllm.sh, or --with-vllm).")
+                     f"{vllm_server.venv_path()}; run benchmarks/setup_vllm.sh, or --with-vllm).")
     systems = select_systems(list(config.systems) if config.systems else None, with_vllm)
     vllm = None
     if any(s.engine == "vllm" for s in systems):
