@@ -30,6 +30,10 @@ class KVManager:
         """Free blocks plus cached blocks nobody but the tree holds (evictable on demand)."""
         return self.pool.num_free + self.tree.num_evictable()
 
+    def shares_prefixes(self, seq: Sequence) -> bool:
+        """Whether ``seq`` reuses cached blocks and hands its own to the tree."""
+        return self.enable_prefix_caching and seq.request.reuse_prefix
+
     def num_resident_tokens(self, token_ids: list[int] | tuple[int, ...]) -> int:
         """Leading tokens a request could reuse now (a partly matching block counts)."""
         if not self.enable_prefix_caching:
@@ -84,7 +88,7 @@ class KVManager:
         """Put newly completed blocks of ``seq`` into the tree, switching to the tree's copies."""
         num_full = seq.num_computed_tokens // self.block_size
         start = seq.num_inserted_blocks
-        if num_full <= start or not self._can_share(seq):
+        if num_full <= start or not self.shares_prefixes(seq):
             return
         tokens = seq.token_ids[:num_full * self.block_size]
         # The tree walks from the root; blocks below ``start`` are already there and unchanged.
@@ -111,7 +115,7 @@ class KVManager:
 
         A request that samples needs the logits of its last token, so it computes at least it.
         """
-        if not self._can_share(seq):
+        if not self.shares_prefixes(seq):
             return [], None, 0
         tokens = seq.token_ids
         limit = len(tokens) if seq.is_warm_only else len(tokens) - 1
@@ -129,13 +133,6 @@ class KVManager:
     def _num_pinned(self, block_ids: list[int]) -> int:
         """Cached blocks that stop being evictable once referenced (only the tree holds them)."""
         return sum(1 for b in block_ids if self.pool.ref_count(b) == 1)
-
-    def shares_prefixes(self, seq: Sequence) -> bool:
-        """Whether ``seq`` reuses cached blocks and hands its own to the tree."""
-        return self.enable_prefix_caching and seq.request.reuse_prefix
-
-    def _can_share(self, seq: Sequence) -> bool:
-        return self.shares_prefixes(seq)
 
     def _allocate(self, num_blocks: int, now: float) -> list[int]:
         shortfall = num_blocks - self.pool.num_free

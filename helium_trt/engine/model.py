@@ -33,7 +33,8 @@ class PrefillSegment:
 
 @dataclass(slots=True)
 class DecodeGroup:
-    """Decode tokens ``[start, start + B)`` of the flat batch, one per sequence.
+    """Decode tokens ``[start, start + B)`` of the flat batch, one per sequence (a step's decode
+    tokens come in several groups of similar context length; see ``ModelRunner``).
 
     ``context_blocks`` is [B, num_blocks] (padded block tables); ``mask`` is an additive float
     mask [B, 1, num_blocks * block_size]: 0 where a key exists, -inf past each length.
@@ -50,7 +51,7 @@ class AttentionBatch:
 
     slot_mapping: torch.Tensor
     prefills: list[PrefillSegment]
-    decode: DecodeGroup | None
+    decodes: list[DecodeGroup]
 
 
 @dataclass(slots=True)
@@ -127,8 +128,7 @@ class LlamaModel:
         out = torch.empty(num_tokens, c.num_heads, c.head_dim, dtype=q.dtype)
         for seg in batch.prefills:
             out[seg.start:seg.end] = self._prefill_attention(q[seg.start:seg.end], seg, k_cache, v_cache)
-        if batch.decode is not None:
-            group = batch.decode
+        for group in batch.decodes:
             num_seqs = group.context_blocks.shape[0]
             out[group.start:group.start + num_seqs] = self._decode_attention(
                 q[group.start:group.start + num_seqs], group, k_cache, v_cache)

@@ -30,6 +30,12 @@ class PreparedStep:
     sample_seqs: list[Sequence]
 
 
+# Padded key slots (sequences x longest context) per decode attention group. One group for a
+# whole step gathered tens of MB of K/V per layer: 64 sequences of 300-1,100 tokens took 21 ms a
+# layer, against 3 ms in groups of 8,192 slots whose gathers stay in the CPU caches.
+DECODE_GROUP_SLOTS = 8192
+
+
 class ModelRunner:
     def __init__(self, model: LlamaModel, num_blocks: int, block_size: int):
         self.model = model
@@ -79,16 +85,17 @@ class ModelRunner:
             if chunk.completes_prompt and not seq.is_warm_only:
                 sample_rows.append(row + chunk.num_tokens - 1)
                 sample_seqs.append(seq)
-        decode = None
-        if sched.decodes:
-            decode, decode_slots = self._decode_group(sched.decodes, len(ids))
-            for seq in sched.decodes:
+        decodes = []
+        for group_seqs in _decode_groups(sched.decodes, self.block_size):
+            group, group_slots = self._decode_group(group_seqs, len(ids))
+            decodes.append(group)
+            for seq in group_seqs:
                 sample_rows.append(len(ids))
                 sample_seqs.append(seq)
                 ids.append(seq.token_ids[-1])
                 pos.append(len(seq.token_ids) - 1)
-            slots.append(decode_slots)
-        batch = AttentionBatch(torch.cat(slots), prefills, decode)
+            slots.append(group_slots)
+        batch = AttentionBatch(torch.cat(slots), prefills, decodes)
         return PreparedStep(torch.tensor(ids), torch.tensor(pos), batch, torch.tensor(sample_rows), sample_seqs)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
@@ -111,6 +118,22 @@ class ModelRunner:
         mask = torch.zeros(len(seqs), num_blocks * bs)
         mask.masked_fill_(torch.arange(num_blocks * bs).unsqueeze(0) > positions.unsqueeze(1), float("-inf"))
         return DecodeGroup(start, table, mask.view(len(seqs), 1, -1)), new_slots
+
+
+def _decode_groups(seqs: list[Sequence], block_size: int) -> list[list[Sequence]]:
+    """Decoding sequences by context length, cut into groups of at most DECODE_GROUP_SLOTS
+    padded key slots (a longer sequence gets a group of its own)."""
+    groups: list[list[Sequence]] = []
+    current: list[Sequence] = []
+    for seq in sorted(seqs, key=lambda s: len(s.token_ids)):
+        padded = -(-len(seq.token_ids) // block_size) * block_size
+        if current and (len(current) + 1) * padded > DECODE_GROUP_SLOTS:
+            groups.append(current)
+            current = []
+        current.append(seq)
+    if current:
+        groups.append(current)
+    return groups
 
 
 def _chunk_mask(start: int, end: int) -> torch.Tensor | None:

@@ -136,3 +136,34 @@ def test_closing_the_stream_cancels_the_request(embedded_engine):
 
     asyncio.run(main())
     assert engine.num_held_blocks() == 0
+
+
+def test_decode_in_length_groups_gives_the_one_group_tokens(embedded_engine, monkeypatch):
+    # Sequences of very different lengths decode together; with a group size of one slot every
+    # sequence gets its own decode attention group, which must not change a single token.
+    import dataclasses
+
+    import helium_trt.engine.runner as runner
+
+    def requests(tag):
+        return [dataclasses.replace(
+            request(f"{tag}{i}", _prompt(embedded_engine, "Colors of the rainbow, in order. ", 1 + 4 * i),
+                    max_tokens=12, ignore_eos=True), reuse_prefix=False) for i in range(6)]
+
+    one_group = run_all(embedded_engine, requests("one"))
+    monkeypatch.setattr(runner, "DECODE_GROUP_SLOTS", 1)
+    many_groups = run_all(embedded_engine, requests("many"))
+    assert [r.output_token_ids for r in many_groups] == [r.output_token_ids for r in one_group]
+    assert len({r.output_token_ids for r in one_group}) > 1
+
+
+def test_decode_groups_sort_by_length_and_bound_the_padded_slots(monkeypatch):
+    import helium_trt.engine.runner as runner
+    from helium_trt.engine.base import EngineRequest, SamplingConfig
+    from helium_trt.engine.sequence import Sequence
+
+    monkeypatch.setattr(runner, "DECODE_GROUP_SLOTS", 64)
+    seqs = [Sequence.from_request(EngineRequest(f"s{n}", tuple(range(n)), SamplingConfig()), i)
+            for i, n in enumerate((40, 5, 17, 16, 70, 3))]
+    groups = runner._decode_groups(seqs, 16)
+    assert [[len(s.token_ids) for s in g] for g in groups] == [[3, 5, 16], [17], [40], [70]]

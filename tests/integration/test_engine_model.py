@@ -42,7 +42,7 @@ def test_chunked_prefill_logits_match_transformers(tiny_model_dir, hf_model, pro
         for start, end in ((0, split), (split, len(ids))):
             mask = None if start == 0 else torch.arange(end)[None, :] <= torch.arange(start, end)[:, None]
             segment = PrefillSegment(0, end - start, blocks, end, mask)
-            batch = AttentionBatch(slots[start:end], [segment], None)
+            batch = AttentionBatch(slots[start:end], [segment], [])
             hidden = model.forward(torch.tensor(ids[start:end]), torch.arange(start, end), batch, kv)
             logits.append(model.logits(hidden))
     torch.testing.assert_close(torch.cat(logits), _hf_logits(hf_model, ids), atol=1e-4, rtol=1e-4)
@@ -59,14 +59,14 @@ def test_batched_decode_logits_match_transformers(tiny_model_dir, hf_model, prom
     assert len(a) > 3 * BS and len(b) <= BS
     with torch.inference_mode():
         for ids, slots, blocks in ((a[:-1], slots_a[:-1], blocks_a), (b[:-1], slots_b[:-1], blocks_b[:1])):
-            batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), blocks, len(ids), None)], None)
+            batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), blocks, len(ids), None)], [])
             model.forward(torch.tensor(ids), torch.arange(len(ids)), batch, kv)
         width = 4 * BS
         mask = torch.zeros(2, width)
         mask[0, len(a):] = float("-inf")
         mask[1, len(b):] = float("-inf")
         batch = AttentionBatch(torch.stack([slots_a[-1], slots_b[-1]]), [],
-                               DecodeGroup(0, torch.stack([blocks_a, blocks_b]), mask.view(2, 1, width)))
+                               [DecodeGroup(0, torch.stack([blocks_a, blocks_b]), mask.view(2, 1, width))])
         hidden = model.forward(torch.tensor([a[-1], b[-1]]), torch.tensor([len(a) - 1, len(b) - 1]), batch, kv)
         logits = model.logits(hidden)
     torch.testing.assert_close(logits[0], _hf_logits(hf_model, a)[-1], atol=1e-4, rtol=1e-4)
