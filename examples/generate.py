@@ -137,13 +137,36 @@ def parallel():
     return request("parallel", ops, R.PARALLEL)
 
 
+def triage():
+    """Route each ticket to one team's reply (a switch: only the chosen branch runs), then let a
+    reviewer polish the reply at most twice (a loop that stops once the reviewer approves)."""
+    ops = [inp("customer"), inp("ticket"), const("desk_sys", P.SUPPORT_DESK)]
+    ticket = "Ticket from {customer}:\n{ticket}"
+    ops += call("team", "{desk_sys}\n\n" + P.TRIAGE_TASK, ticket, max_tokens=4)
+    for name, role in P.SUPPORT_TEAMS.items():
+        ops += call(f"reply_{name}", "{desk_sys}\n\n" + role,
+                    ticket + "\n\nWrite the reply to the customer.")
+    ops.append({"id": "routed", "switchOp": {
+        "input": "team", "match": "MATCH_KIND_REGEX",
+        "cases": [{"value": "(?i)billing", "target": "reply_billing"},
+                  {"value": "(?i)techn", "target": "reply_technical"}],
+        "defaultTarget": "reply_account"}})
+    review = call("reviewed", "{desk_sys}\n\n" + P.SUPPORT_REVIEW,
+                  ticket + "\n\nDraft reply:\n{draft}")
+    ops.append({"id": "polished", "loop": {
+        "init": "routed", "state": "draft", "result": "reviewed", "maxIterations": 2,
+        "stopRegex": "^APPROVED", "body": review}})
+    ops += [out("team_name", "team"), out("reply", "polished")]
+    return request("triage", ops, R.TRIAGE)
+
+
 def trading():
     from trading_ops import trading_ops  # noqa: E402 (kept apart: the largest workload)
     return request("trading", trading_ops(), R.TRADING)
 
 
 WORKLOADS = {"map_reduce": map_reduce, "debate": debate, "reflection": reflection,
-             "iterative": iterative, "parallel": parallel, "trading": trading}
+             "iterative": iterative, "parallel": parallel, "trading": trading, "triage": triage}
 
 
 class _Dumper(yaml.SafeDumper):

@@ -129,3 +129,15 @@ TRADING = [
             "Some posts question pricing power as consumers trade down."],
     }),
 ]
+
+TRIAGE = [
+    {"customer": "Dana Whitfield",
+     "ticket": "I was charged $99 on March 1st but I downgraded to Starter on February 27th. "
+               "Can I get the difference back?"},
+    {"customer": "Luis Ortega",
+     "ticket": "Since this morning every query to our production database times out after 30 "
+               "seconds and the dashboard shows the instance as degraded."},
+    {"customer": "Priya Raman",
+     "ticket": "A colleague left the company. How do I remove her from our team and give her "
+               "databases to someone else?"},
+]
