@@ -76,10 +76,14 @@ def check_prompt_tokens(calls: PlannedCalls, limit: int) -> None:
     already passes ``limit`` (prompts that grow with LLM outputs are checked per call)."""
     for spec in calls.specs.values():
         if len(spec.known_tokens) > limit:
-            raise ResourceExhaustedError(
-                f"operator {spec.op_id!r}, row {spec.row}: the prompt has at least "
-                f"{len(spec.known_tokens)} tokens, over the server's limit of {limit} prompt "
-                "tokens per LLM call")
+            why = prompt_over_limit(f"at least {len(spec.known_tokens)}", limit)
+            raise ResourceExhaustedError(f"operator {spec.op_id!r}, row {spec.row}: {why}")
+
+
+def prompt_over_limit(num_tokens: int | str, limit: int) -> str:
+    """Why a prompt of ``num_tokens`` tokens is refused under the server's ``limit``."""
+    return (f"the prompt has {num_tokens} tokens, over the server's limit of {limit} prompt "
+            "tokens per LLM call")
 
 
 def _resident_prefixes(engine: Engine, calls: PlannedCalls) -> list[tuple[int, ...]]:

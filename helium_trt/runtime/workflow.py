@@ -30,7 +30,7 @@ from helium_trt.runtime.events import (
     Event, OpFinished, OpStarted, RowOutput, RunError, TokenDelta,
 )
 from helium_trt.runtime.options import RunOptions
-from helium_trt.runtime.planning import PreparedRun, RuntimeCaches, prepare_run
+from helium_trt.runtime.planning import PreparedRun, RuntimeCaches, prepare_run, prompt_over_limit
 from helium_trt.runtime.stats import StatsAccumulator
 
 
@@ -243,9 +243,7 @@ class _RowRun:
         prompt = run.prepared.tokenizer.encode_segments(segments)
         limit = run.options.max_prompt_tokens
         if limit is not None and len(prompt) > limit:
-            raise ResourceExhaustedError(
-                f"the prompt has {len(prompt)} tokens, over the server's limit of {limit} "
-                "prompt tokens per LLM call")
+            raise ResourceExhaustedError(prompt_over_limit(len(prompt), limit))
         on_text = (lambda delta: run.emit(TokenDelta(op_id, self.row, delta, item))) \
             if run.options.stream_tokens else None
         outcome = await run.dispatcher.call(call_id(op_id, self.row), item, llm, prompt, on_text)
