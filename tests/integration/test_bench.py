@@ -67,6 +67,10 @@ def test_markdown_plot_and_progress(bench):
     assert "over call-level" in text  # reflection is a primitive: the 1.6x target is listed
     assert paths["png"].stat().st_size > 1000
     assert any("reflection" in line and "helium" in line for line in lines)
+    # One untimed warm-up of the workload comes first and is not among the timed runs.
+    assert [i for i, line in enumerate(lines) if "untimed warm-up" in line] == [
+        next(i for i, line in enumerate(lines) if "reflection" in line)]
+    assert sum(line.lstrip().startswith("[") for line in lines) == 3
 
 
 # Cross-batch: day 2 repeats one of day 1's two rows; helium keeps its caches across the days.
