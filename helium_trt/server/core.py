@@ -97,17 +97,25 @@ class HeliumCore:
         """
         plan, rows, options = run_request_inputs(request)
         options = replace(options, max_prompt_tokens=self.limits.max_prompt_tokens)
-        deadline_s = options.deadline_ms / 1000.0 if options.deadline_ms else None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + options.deadline_ms / 1000.0 if options.deadline_ms else None
         events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,
                               tools=_adapt_tools(tools))
         self._counters.num_runs += 1
         self._counters.inflight_runs += 1
         try:
-            async with asyncio.timeout(deadline_s):
-                async for event in events:
-                    if isinstance(event, RunStats):
-                        self._counters.add(event)
-                    yield event_to_proto(event)
+            while True:
+                # NOTE: the timeout covers only the wait for the next event, never a ``yield``:
+                # a deadline firing while the consumer (gRPC writing the last event) held control
+                # cancelled the consumer instead, and the stream never ended.
+                try:
+                    async with asyncio.timeout_at(deadline):
+                        event = await anext(events)
+                except StopAsyncIteration:
+                    break
+                if isinstance(event, RunStats):
+                    self._counters.add(event)
+                yield event_to_proto(event)
         except TimeoutError:
             yield event_to_proto(RunError(
                 "DEADLINE_EXCEEDED", f"the run passed its deadline of {options.deadline_ms} ms"))

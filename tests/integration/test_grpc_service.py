@@ -173,12 +173,17 @@ def test_prompt_grown_past_the_limit_by_llm_outputs_fails_only_that_call(stub, l
     assert "e1" in finished and "judge" not in finished
 
 
-def test_deadline_ends_the_run_with_deadline_exceeded(stub):
-    events = list(stub.Run(_request(workflow=_workflow(max_tokens=200), deadline_ms=1,
-                                    optimizations=service_pb2.Optimizations(
-                                        disable_prompt_cache=True))))
-    errors = [e.error for e in events if e.WhichOneof("event") == "error"]
-    assert errors and errors[-1].code == service_pb2.ERROR_CODE_DEADLINE_EXCEEDED
+@pytest.mark.parametrize("deadline_ms", [1, 2, 3, 5, 8])
+def test_deadline_ends_the_run_with_deadline_exceeded(stub, deadline_ms):
+    # Regression: a deadline that fired while gRPC was writing an event (a few ms in) cancelled
+    # the writer instead of the run, and the stream never ended; the client timeout turns such
+    # a hang into a failure here.
+    for _ in range(3):
+        events = list(stub.Run(_request(workflow=_workflow(max_tokens=200), deadline_ms=deadline_ms,
+                                        optimizations=service_pb2.Optimizations(
+                                            disable_prompt_cache=True)), timeout=30))
+        errors = [e.error for e in events if e.WhichOneof("event") == "error"]
+        assert errors and errors[-1].code == service_pb2.ERROR_CODE_DEADLINE_EXCEEDED
 
 
 def test_client_cancel_frees_every_kv_block(stub):
