@@ -52,13 +52,15 @@ class KVManager:
         matched, copy_src, num_partial = self._reusable_prefix(seq)
         num_new = self.num_blocks_for(len(tokens)) - len(matched)
         obtainable = self.num_obtainable_blocks()
-        if copy_src is not None and num_new + self._num_pinned(matched + [copy_src]) > obtainable:
+        needed = num_new + self._num_pinned(matched)
+        copy_cost = 0 if copy_src is None else self._num_pinned([copy_src])
+        if needed + copy_cost > obtainable:
             # The copy's source costs a block until the copy is done: when that block is the
             # one missing (a prompt filling the whole pool), compute those few tokens instead.
             copy_src, num_partial = None, 0
-        pinned = matched + ([copy_src] if copy_src is not None else [])
-        if num_new + self._num_pinned(pinned) > obtainable:
+        if needed > obtainable:
             return False
+        pinned = matched + ([copy_src] if copy_src is not None else [])
         self.pool.incref(pinned)
         num_matched_tokens = len(matched) * self.block_size
         self.tree.insert(tokens[:num_matched_tokens], matched, now, self._retentions(seq, 0, len(matched), now))
