@@ -154,7 +154,9 @@ class EmbeddedEngine:
         with self._wakeup:
             if self._closing:
                 raise EngineUnavailableError("engine is closed")
-            if self._core.has_request(rid):
+            # NOTE: the stream outlives the core's sequence until its result is delivered; a
+            # request reusing the id in between would take over the stream and get that result.
+            if self._core.has_request(rid) or rid in self._streams:
                 raise InvalidRequestError(f"request {rid!r} is already running")
             self._streams[rid] = stream
             self._core.add(request)

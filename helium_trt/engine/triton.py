@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import uuid
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,7 +39,7 @@ from helium_trt.engine.output_text import OutputText
 from helium_trt.engine.tokenizer import HFTokenizer
 from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
 from helium_trt.engine.validation import validate_request
-from helium_trt.errors import EngineUnavailableError, ModelNotFoundError
+from helium_trt.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
 
 # TensorRT-LLM's default tokens_per_block when the model config does not say.
 DEFAULT_TRTLLM_BLOCK_SIZE = 32
@@ -78,7 +79,9 @@ class TritonEngine:
         self._extra_stop_ids = tuple(t for t in info.eos_token_ids if t != end_id)
         self._active: set[str] = set()
         self._cancelled: set[str] = set()
-        self._warm_ids = itertools.count()
+        # Warm-up ids carry a random tag: several clients may share one Triton server.
+        tag = uuid.uuid4().hex[:8]
+        self._warm_ids = (f"{tag}-{n}" for n in itertools.count())
         self._ledger = _PrefixLedger(info.block_size, info.num_blocks)
 
     @classmethod
@@ -155,6 +158,8 @@ class TritonEngine:
     async def _stream(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
         rid = request.request_id
         state = _StreamState(OutputText(self.tokenizer, request.sampling.stop_strings))
+        if rid in self._active:  # the transport's tables are keyed by request id too
+            raise InvalidRequestError(f"request {rid!r} is already running")
         self._active.add(rid)
         try:
             async for delta in self._receive(request, state):

@@ -55,8 +55,13 @@ class CallFailed(Exception):
 
 
 class Dispatcher:
+    """One run's LLM calls. ``run_id`` is unique on the server (HeliumCore allocates it) and
+    ends every engine request id, so two runs of one workflow never share a request, its
+    stream or its result."""
+
     def __init__(self, engines: Sequence[Engine], schedule: Schedule, options: RunOptions,
-                 stats: StatsAccumulator) -> None:
+                 stats: StatsAccumulator, run_id: str) -> None:
+        self._run_id = run_id
         self._engines = list(engines)
         self._schedule = schedule
         self._options = options
@@ -115,7 +120,8 @@ class Dispatcher:
             decode = DEFAULT_RETENTION_PRIORITY
         c = llm.config
         return EngineRequest(
-            request_id=f"{call_id}.{item}.{next(self._ids)}", prompt_token_ids=prompt,
+            request_id=f"{call_id}.{item}.{next(self._ids)}@{self._run_id}",
+            prompt_token_ids=prompt,
             sampling=SamplingConfig(max_tokens=c.max_tokens, temperature=c.temperature,
                                     top_p=c.top_p, top_k=c.top_k, seed=c.seed,
                                     stop_strings=tuple(c.stop)),

@@ -9,8 +9,8 @@ row; the other rows finish.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import time
+import uuid
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -52,8 +52,12 @@ ToolCallback = Callable[[ToolCall], Awaitable[str]]
 
 async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[dict] | None = None,
                        options: RunOptions = RunOptions(), caches: RuntimeCaches | None = None,
-                       tools: ToolCallback | None = None) -> AsyncIterator[Event]:
+                       tools: ToolCallback | None = None,
+                       run_id: str | None = None) -> AsyncIterator[Event]:
     """Plan, optimize, schedule and run ``plan`` over ``rows`` (default: ``plan.rows``).
+
+    ``run_id`` (default: a fresh uuid) must be unique among the runs sharing ``engines``: every
+    engine request id and tool call id of the run ends with it.
 
     Yields OpStarted / TokenDelta (with ``options.stream_tokens``) / OpFinished / RowOutput /
     RunError per row, and RunStats last. Raises InvalidWorkflowError before any event when the
@@ -66,8 +70,9 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
     stats = StatsAccumulator(num_rows=len(rows), planning_ms=prepared.planning_ms,
                              num_ops_before=len(plan.ops), num_ops_after=len(prepared.optimized.plan))
     queue: asyncio.Queue = asyncio.Queue()
-    run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats), options,
-               caches, stats, queue.put_nowait, tools)
+    run_id = run_id or uuid.uuid4().hex[:12]
+    run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats, run_id), options,
+               caches, stats, queue.put_nowait, tools, run_id)
     row_tasks = [asyncio.ensure_future(_RowRun(run, i, row).execute()) for i, row in enumerate(rows)]
     done = asyncio.ensure_future(asyncio.gather(*row_tasks))
     done.add_done_callback(lambda _: queue.put_nowait(None))
@@ -90,6 +95,7 @@ class _Run:
     stats: StatsAccumulator
     emit: Callable[[Event], None]
     tools: ToolCallback | None
+    run_id: str
 
     @property
     def plan(self) -> Plan:
@@ -100,9 +106,6 @@ class _RowFailed(Exception):
     def __init__(self, op_id: str, code: str, message: str):
         super().__init__(message)
         self.op_id, self.code, self.message = op_id, code, message
-
-
-_tool_ids = itertools.count()
 
 
 class _RowRun:
@@ -201,8 +204,9 @@ class _RowRun:
                             "RPC, which forwards tool calls to the client)")
         self.ctx.emit(OpStarted(op.id, self.row))
         text_args = {k: V.output_text(args[v]) for k, v in op.args}
-        result = await self.ctx.tools(ToolCall(f"tool-{next(_tool_ids)}", op.name, text_args,
-                                               op.id, self.row))
+        # One call per (operator, row): the value tasks are memoized.
+        tool_call_id = f"{call_id(op.id, self.row)}@{self.ctx.run_id}"
+        result = await self.ctx.tools(ToolCall(tool_call_id, op.name, text_args, op.id, self.row))
         self.ctx.emit(OpFinished(op.id, self.row, result))
         return result
 

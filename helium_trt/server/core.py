@@ -8,7 +8,9 @@ calls and runtime events into helium.v1 events.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
+import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -87,6 +89,10 @@ class HeliumCore:
         self.caches = caches if caches is not None else RuntimeCaches()
         self._counters = _Counters()
         self._registered: dict[str, int] = {}  # workflow name -> static prefixes kept warm
+        # Run ids: this core's random tag and a count, unique across the cores (helium-trt
+        # serve processes, Triton `helium` model instances) that may share one LLM engine.
+        self._run_tag = uuid.uuid4().hex[:8]
+        self._run_ids = itertools.count(1)
 
     async def run(self, request: service_pb2.RunRequest,
                   tools: ProtoToolCallback | None = None) -> AsyncIterator[service_pb2.RunEvent]:
@@ -100,7 +106,8 @@ class HeliumCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.deadline_ms / 1000.0 if options.deadline_ms else None
         events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,
-                              tools=_adapt_tools(tools))
+                              tools=_adapt_tools(tools),
+                              run_id=f"{self._run_tag}-{next(self._run_ids)}")
         self._counters.num_runs += 1
         self._counters.inflight_runs += 1
         try:
