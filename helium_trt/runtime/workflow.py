@@ -75,7 +75,7 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
                caches, stats, queue.put_nowait, tools, run_id)
     row_tasks = [asyncio.ensure_future(_RowRun(run, i, row).execute()) for i, row in enumerate(rows)]
     done = asyncio.ensure_future(asyncio.gather(*row_tasks))
-    done.add_done_callback(lambda _: queue.put_nowait(None))
+    done.add_done_callback(lambda gathered: _retrieve(gathered) or queue.put_nowait(None))
     try:
         while (event := await queue.get()) is not None:
             yield event
@@ -84,6 +84,14 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
     finally:
         for task in row_tasks:
             task.cancel()
+
+
+def _retrieve(future: asyncio.Future) -> None:
+    """Mark ``future``'s exception as seen. A run closed early (client cancel, deadline) cancels
+    its rows, and their gather then ends with a CancelledError nobody awaits: asyncio logged
+    "exception was never retrieved" with a traceback for every such run."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
