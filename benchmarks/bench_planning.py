@@ -22,6 +22,7 @@ from helium_trt.engine.base import EngineInfo
 from helium_trt.engine.tokenizer import HFTokenizer
 from helium_trt.plan.chat import CHATML
 from helium_trt.runtime.options import RunOptions
+from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, prepare_run
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -65,7 +66,7 @@ def main() -> int:
     request = load_request_file(args.workflow)
     sample = rows_from_proto(request.rows)
     rows = tuple(sample[i % len(sample)] for i in range(args.rows))
-    ctx = OptimizeContext(chat_format=CHATML)
+    ctx = OptimizeContext(chat_format=CHATML, patterns=RE2)
     # The proto -> plan conversion is part of a request's planning too; time it once.
     start = time.perf_counter()
     plan = plan_from_proto(request.workflow, rows)

@@ -13,6 +13,7 @@ from typing import Protocol, runtime_checkable
 from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import GenerationConfig
+from helium_trt.plan.patterns import PatternMatcher
 
 
 @runtime_checkable
@@ -39,11 +40,14 @@ class OptimizeContext:
 
     ``chat_format`` renders chat prompts to the exact text the engine sees (needed to key the
     prompt-result cache); ``prompt_cache`` is None when no cache is available, which turns
-    ``fetch_cached_results`` into a no-op.
+    ``fetch_cached_results`` into a no-op. ``patterns`` is the regex engine that validates
+    switch and loop patterns and lets ``prune_switches`` decide regex switches; None leaves
+    patterns unchecked and regex switches to the runtime.
     """
 
     chat_format: ChatFormat = CHATML
     prompt_cache: PromptResultCache | None = None
+    patterns: PatternMatcher | None = None
 
 
 class Rule(Protocol):

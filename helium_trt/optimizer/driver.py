@@ -58,7 +58,7 @@ def optimize(plan: Plan, *, ctx: OptimizeContext | None = None,
     if unknown:
         raise InvalidWorkflowError(f"unknown optimizer rule(s) {unknown}; known: {sorted(known)}",
                                    field="options.optimizations")
-    validate(plan, rows=plan.rows or None)
+    validate(plan, rows=plan.rows or None, patterns=ctx.patterns)
     trace = []
     current = plan
     for rule in rules:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 
 import networkx as nx
@@ -12,6 +13,7 @@ from helium_trt.plan.ops import (
     CacheFetchOp, ConcatOp, FormatOp, InputOp, LlmOp, LoopOp, MapOp, Op, OutputOp, SwitchOp,
     ToolCallOp,
 )
+from helium_trt.plan.patterns import PatternMatcher
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 
@@ -19,17 +21,20 @@ ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
 TEXT, LIST, CHAT, ANY, NOTHING = "text", "list", "chat", "any", "nothing"
 
 
-def validate(plan: Plan, *, rows: tuple[dict, ...] | None = None) -> None:
+def validate(plan: Plan, *, rows: tuple[dict, ...] | None = None,
+             patterns: PatternMatcher | None = None) -> None:
     """Raise InvalidWorkflowError on the first problem found; return None when the plan is sound.
 
-    ``rows``, when given, are checked against the declared inputs.
+    ``rows``, when given, are checked against the declared inputs. ``patterns``, when given,
+    must accept every switch regex and loop stop pattern (without it they are not checked:
+    the engine that will match them decides what is valid).
     """
     if not plan.ops:
         raise InvalidWorkflowError("the workflow has no operators", field="ops")
     _check_ids(plan.ops)
     known = set(plan.by_id)
     for op in plan.ops:
-        _check_op(op, known)
+        _check_op(op, known, patterns)
     _check_acyclic(plan)
     if not plan.outputs:
         raise InvalidWorkflowError("the workflow has no output operator", field="ops")
@@ -86,7 +91,7 @@ def _check_ids(ops: tuple[Op, ...]) -> None:
         seen.add(op.id)
 
 
-def _check_op(op: Op, known: set[str]) -> None:
+def _check_op(op: Op, known: set[str], patterns: PatternMatcher | None) -> None:
     for field_name, ref in _named_refs(op):
         if not ref:
             raise InvalidWorkflowError("missing operator reference", op_id=op.id, field=field_name)
@@ -98,9 +103,9 @@ def _check_op(op: Op, known: set[str]) -> None:
     if isinstance(op, LlmOp):
         _check_generation(op)
     elif isinstance(op, SwitchOp):
-        _check_switch(op)
+        _check_switch(op, patterns)
     elif isinstance(op, LoopOp):
-        _check_loop(op, known)
+        _check_loop(op, known, patterns)
     elif isinstance(op, ToolCallOp) and not op.name:
         raise InvalidWorkflowError("a tool call needs a tool name", op_id=op.id, field="name")
 
@@ -142,9 +147,10 @@ def _check_generation(op: LlmOp) -> None:
     if c.max_tokens < 1:
         raise InvalidWorkflowError(f"max_tokens must be >= 1, got {c.max_tokens}",
                                    op_id=op.id, field="config.max_tokens")
-    if c.temperature < 0:
-        raise InvalidWorkflowError(f"temperature must be >= 0, got {c.temperature}",
-                                   op_id=op.id, field="config.temperature")
+    if not (math.isfinite(c.temperature) and c.temperature >= 0):
+        raise InvalidWorkflowError(
+            f"temperature must be a finite number >= 0, got {c.temperature}",
+            op_id=op.id, field="config.temperature")
     if not 0 < c.top_p <= 1:
         raise InvalidWorkflowError(f"top_p must be in (0, 1], got {c.top_p}",
                                    op_id=op.id, field="config.top_p")
@@ -157,7 +163,7 @@ def _check_generation(op: LlmOp) -> None:
         raise InvalidWorkflowError(f"unknown mode {op.mode!r}", op_id=op.id, field="mode")
 
 
-def _check_switch(op: SwitchOp) -> None:
+def _check_switch(op: SwitchOp, patterns: PatternMatcher | None) -> None:
     if not op.cases and op.default_target is None:
         raise InvalidWorkflowError("a switch needs cases or a default_target", op_id=op.id,
                                    field="cases")
@@ -165,14 +171,17 @@ def _check_switch(op: SwitchOp) -> None:
         raise InvalidWorkflowError(f"unknown match kind {op.match!r}", op_id=op.id, field="match")
     if op.match == "regex":
         for i, case in enumerate(op.cases):
-            try:
-                re.compile(case.value)
-            except re.error as exc:
-                raise InvalidWorkflowError(f"bad regular expression: {exc}", op_id=op.id,
-                                           field=f"cases[{i}].value") from None
+            _check_pattern(case.value, patterns, op.id, f"cases[{i}].value")
 
 
-def _check_loop(op: LoopOp, known: set[str]) -> None:
+def _check_pattern(pattern: str, patterns: PatternMatcher | None, op_id: str, field: str) -> None:
+    why = patterns.error(pattern) if patterns is not None else None
+    if why is not None:
+        raise InvalidWorkflowError(f"bad regular expression {pattern[:80]!r}: {why}",
+                                   op_id=op_id, field=field)
+
+
+def _check_loop(op: LoopOp, known: set[str], patterns: PatternMatcher | None) -> None:
     if op.max_iterations < 1:
         raise InvalidWorkflowError(
             "unbounded loop: max_iterations must be >= 1 (loops are unrolled at plan time)",
@@ -190,14 +199,10 @@ def _check_loop(op: LoopOp, known: set[str]) -> None:
         raise InvalidWorkflowError(f"body ids clash with workflow ids: {sorted(clash)}",
                                    op_id=op.id, field="body")
     if op.stop_regex:
-        try:
-            re.compile(op.stop_regex)
-        except re.error as exc:
-            raise InvalidWorkflowError(f"bad regular expression: {exc}", op_id=op.id,
-                                       field="stop_regex") from None
+        _check_pattern(op.stop_regex, patterns, op.id, "stop_regex")
     visible = known | inner | {op.state}
     for b in op.body:
-        _check_op(b, visible)
+        _check_op(b, visible, patterns)
         if isinstance(b, (OutputOp, LoopOp)):
             raise InvalidWorkflowError(f"a loop body may not hold a {b.kind} operator",
                                        op_id=b.id, field="body")

@@ -8,13 +8,13 @@ strings is applied to each element (all such lists must have the same length).
 from __future__ import annotations
 
 import json
-import re
 from typing import Mapping
 
 from helium_trt.errors import InvalidWorkflowError
 from helium_trt.plan.chat import ChatFormat
 from helium_trt.plan.ops import ConcatOp, FormatOp, MapOp, SwitchOp, Template
 from helium_trt.plan.prompt import substitute, value_text
+from helium_trt.runtime.patterns import RE2
 
 
 def is_conversation(value: object) -> bool:
@@ -90,7 +90,7 @@ def choose_branch(op: SwitchOp, text: str) -> str:
     for case in op.cases:
         if op.match == "choice" and text.strip().lower() == case.value.strip().lower():
             return case.target
-        if op.match == "regex" and re.search(case.value, text):
+        if op.match == "regex" and RE2.search(case.value, text):
             return case.target
     if op.default_target is None:
         raise InvalidWorkflowError(f"no case matches {text[:80]!r} and there is no default",

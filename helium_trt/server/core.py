@@ -26,6 +26,7 @@ from helium_trt.plan.ops import LlmOp
 from helium_trt.plan.prompt import llm_prompt_template
 from helium_trt.runtime.calls import SegmentTokenizer
 from helium_trt.runtime.events import RunError, RunStats
+from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
 from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
 
@@ -140,7 +141,8 @@ class HeliumCore:
             ex = Explanation(prepared.optimized, build_trt(prepared.optimized.plan, fmt),
                              prepared.planning_ms)
         else:
-            ctx = OptimizeContext(chat_format=fmt, prompt_cache=self.caches.prompt_cache
+            ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
+                                  prompt_cache=self.caches.prompt_cache
                                   if options.prompt_cache else None)
             ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
         tok = SegmentTokenizer(self.engines[0].tokenizer)
@@ -198,7 +200,7 @@ class HeliumCore:
             kv_blocks_total=sum(e.info.num_blocks for e in self.engines))
 
     def _static_prefixes(self, workflow) -> list[tuple[int, ...]]:
-        plan = optimize(plan_from_proto(workflow, ())).plan
+        plan = optimize(plan_from_proto(workflow, ()), ctx=OptimizeContext(patterns=RE2)).plan
         fmt = chat_format_of(self.engines[0])
         tok = SegmentTokenizer(self.engines[0].tokenizer)
         block = self.engines[0].info.block_size

@@ -3,12 +3,15 @@
 import pytest
 from plan_reference import evaluate, fake_llm
 
-from helium_trt.optimizer import RULE_NAMES, optimize
+from helium_trt.optimizer import RULE_NAMES, OptimizeContext, optimize
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
     ConcatOp, ConstantOp, FormatOp, InputOp, Item, LlmOp, LoopOp, MapOp, Message, OutputOp,
     Ref, SwitchCase, SwitchOp, ToolCallOp,
 )
+from helium_trt.runtime.patterns import RE2
+
+CTX = OptimizeContext(patterns=RE2)
 
 ROWS = ({"q": "Is 7 prime?", "docs": ["d1", "d2"]}, {"q": "Is 9 prime?", "docs": ["d3"]})
 
@@ -45,7 +48,7 @@ def _stops_after_first_refine(prompt):
 @pytest.mark.parametrize("llm", [fake_llm, _stops_after_first_refine])
 def test_every_rule_together_keeps_outputs(llm):
     plan = _plan()
-    result = optimize(plan)
+    result = optimize(plan, ctx=CTX)
     (out_b, calls_b), (out_a, calls_a) = evaluate(plan, llm=llm), evaluate(result.plan, llm=llm)
     assert out_b == out_a
     assert calls_a < calls_b
@@ -56,7 +59,7 @@ def test_every_rule_together_keeps_outputs(llm):
 
 def test_stop_regex_skips_later_iterations_after_unrolling():
     plan = _plan()
-    after = optimize(plan).plan
+    after = optimize(plan, ctx=CTX).plan
     outputs, calls = evaluate(after, llm=_stops_after_first_refine)
     assert outputs == evaluate(plan, llm=_stops_after_first_refine)[0]
     assert calls == evaluate(after)[1] - 2 * len(ROWS)  # two refine iterations skipped per row
@@ -65,5 +68,5 @@ def test_stop_regex_skips_later_iterations_after_unrolling():
 @pytest.mark.parametrize("rule", RULE_NAMES)
 def test_any_single_rule_disabled_keeps_outputs(rule):
     plan = _plan()
-    after = optimize(plan, disabled=frozenset({rule})).plan
+    after = optimize(plan, ctx=CTX, disabled=frozenset({rule})).plan
     assert evaluate(plan)[0] == evaluate(after)[0]

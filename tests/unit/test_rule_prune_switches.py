@@ -8,8 +8,9 @@ from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
     ConstantOp, FormatOp, InputOp, LlmOp, OutputOp, Ref, SwitchCase, SwitchOp,
 )
+from helium_trt.runtime.patterns import RE2
 
-CTX = OptimizeContext()
+CTX = OptimizeContext(patterns=RE2)
 
 
 def _plan(mode_text, match="regex", input_op=None):
@@ -57,3 +58,10 @@ def test_pruned_plan_computes_the_same_outputs():
     before = _plan("short")
     after = PruneSwitches().apply(before, CTX)
     assert evaluate(before) == evaluate(after)
+
+
+def test_without_a_regex_engine_a_regex_switch_is_left_for_the_runtime():
+    plan = _plan("short please")
+    assert PruneSwitches().apply(plan, OptimizeContext()) is plan
+    after = PruneSwitches().apply(_plan("  SHORT ", match="choice"), OptimizeContext())
+    assert "s" not in after.by_id  # choice switches need no regex engine

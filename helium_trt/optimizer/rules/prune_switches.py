@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import re
-
 from helium_trt.optimizer.base import OptimizeContext
 from helium_trt.optimizer.plan_values import static_text
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import SwitchOp, with_inputs_renamed
+from helium_trt.plan.patterns import PatternMatcher
 
 
 class PruneSwitches:
     """A ``SwitchOp`` whose input is the same text for every row (a constant or a static
     format) is decided now: the switch is removed and its consumers read the chosen target.
-    A switch that matches no case and has no default is left for the runtime to report.
+    A switch that matches no case and has no default is left for the runtime to report, and
+    so is a regex switch when the context carries no regex engine (``ctx.patterns``).
 
     Example: ``mode = constant("short")``, ``s = switch(mode, [("^short", brief), ("^long",
     full)])``, ``out = output(s)`` becomes ``out = output(brief)``; ``full`` is now dead.
@@ -26,7 +26,7 @@ class PruneSwitches:
         for op in plan.ops:
             if isinstance(op, SwitchOp):
                 text = static_text(plan, op.input)
-                target = choose_target(op, text) if text is not None else None
+                target = choose_target(op, text, ctx.patterns) if text is not None else None
                 if target is not None:
                     rename[op.id] = target
         if not rename:
@@ -36,13 +36,16 @@ class PruneSwitches:
                                 if op.id not in rename)
 
 
-def choose_target(op: SwitchOp, text: str) -> str | None:
-    """The target ``op`` yields for input ``text`` (helium.v1 MatchKind semantics)."""
+def choose_target(op: SwitchOp, text: str, patterns: PatternMatcher | None) -> str | None:
+    """The target ``op`` yields for input ``text`` (helium.v1 MatchKind semantics); None when
+    undecided (a regex switch without a regex engine)."""
+    if op.match == "regex" and patterns is None:
+        return None
     for case in op.cases:
         if op.match == "choice":
             if text.strip().casefold() == case.value.strip().casefold():
                 return case.target
-        elif re.search(case.value, text):
+        elif patterns.search(case.value, text):
             return case.target
     return op.default_target
 

@@ -11,9 +11,10 @@ from helium_trt.api.convert import (
     disabled_rules, load_request_file, load_rows_file, plan_from_proto, rows_from_proto,
 )
 from helium_trt.errors import HeliumError
-from helium_trt.optimizer import RULE_NAMES
+from helium_trt.optimizer import RULE_NAMES, OptimizeContext
 from helium_trt.optimizer.explain import explain, to_json, to_text
 from helium_trt.plan.graph import Plan
+from helium_trt.runtime.patterns import RE2
 
 
 def register(subparsers) -> None:
@@ -32,7 +33,8 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         plan, disabled = _load(args)
-        explanation = explain(plan, disabled=disabled | frozenset(args.disable))
+        explanation = explain(plan, disabled=disabled | frozenset(args.disable),
+                              ctx=OptimizeContext(patterns=RE2))
     except HeliumError as exc:
         print(f"helium-trt explain: error: {exc}", file=sys.stderr)
         return 2
