@@ -15,6 +15,7 @@ from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.graph import Plan
 from helium_trt.runtime.calls import PlannedCalls, SegmentTokenizer, plan_calls
 from helium_trt.runtime.options import RunOptions
+from helium_trt.runtime.patterns import RE2
 from helium_trt.scheduler import OutputLengths, Schedule, SchedulerConfig, build_schedule
 
 
@@ -49,7 +50,7 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
     """
     start = time.perf_counter()
     fmt = chat_format_of(engines[0])
-    ctx = OptimizeContext(chat_format=fmt,
+    ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
                           prompt_cache=caches.prompt_cache if options.prompt_cache else None)
     optimized = optimize(Plan(plan.ops, plan.name, tuple(rows)), ctx=ctx,
                          disabled=options.disabled_rules)
