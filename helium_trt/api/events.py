@@ -22,7 +22,8 @@ def run_options_from_proto(options: service_pb2.RunOptions) -> RunOptions:
         proactive_warming=not o.disable_proactive_warming,
         retention_priorities=not o.disable_retention_priorities,
         kv_prefix_reuse=not o.disable_kv_prefix_reuse, stream_tokens=options.stream_tokens,
-        priority=options.priority, deadline_ms=options.deadline_ms or None)
+        priority=options.priority, deadline_ms=options.deadline_ms or None,
+        tool_call_timeout_s=options.tool_call_timeout_ms / 1000.0 or None)
 
 
 def run_request_inputs(request: service_pb2.RunRequest) -> tuple[Plan, tuple[dict, ...], RunOptions]:
@@ -73,4 +74,5 @@ def run_options_to_proto(options: RunOptions) -> service_pb2.RunOptions:
             disable_retention_priorities=not options.retention_priorities,
             disable_kv_prefix_reuse=not options.kv_prefix_reuse),
         priority=options.priority, deadline_ms=options.deadline_ms or 0,
-        stream_tokens=options.stream_tokens)
+        stream_tokens=options.stream_tokens,
+        tool_call_timeout_ms=round((options.tool_call_timeout_s or 0) * 1000))

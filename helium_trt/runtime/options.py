@@ -12,6 +12,8 @@ class RunOptions:
     ``max_inflight`` bounds calls in flight per engine (1 = one call at a time).
     ``max_prompt_tokens`` is the server's cap on one LLM call's prompt (None: only the engine's
     context window); a client does not set it (helium.v1.RunOptions has no such field).
+    ``tool_call_timeout_s``: how long a tool call may wait for its result before its row fails
+    with DEADLINE_EXCEEDED (None: no limit; the server applies its default and cap).
     """
 
     disabled_rules: frozenset[str] = field(default_factory=frozenset)
@@ -25,6 +27,7 @@ class RunOptions:
     deadline_ms: int | None = None
     max_inflight: int = 16
     max_prompt_tokens: int | None = None
+    tool_call_timeout_s: float | None = None
 
 
 ALL_RULES = frozenset({"eliminate_dead_ops", "merge_identical_ops", "fold_constants",

@@ -214,7 +214,17 @@ class _RowRun:
         text_args = {k: V.output_text(args[v]) for k, v in op.args}
         # One call per (operator, row): the value tasks are memoized.
         tool_call_id = f"{call_id(op.id, self.row)}@{self.ctx.run_id}"
-        result = await self.ctx.tools(ToolCall(tool_call_id, op.name, text_args, op.id, self.row))
+        timeout_s = self.ctx.options.tool_call_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s) as waited:
+                result = await self.ctx.tools(ToolCall(tool_call_id, op.name, text_args, op.id,
+                                                       self.row))
+        except TimeoutError:
+            if not waited.expired():
+                raise
+            raise _RowFailed(op.id, "DEADLINE_EXCEEDED", (
+                f"operator {op.id!r}: tool call {tool_call_id!r} ({op.name}) got no result "
+                f"within {timeout_s:g} s")) from None
         self.ctx.emit(OpFinished(op.id, self.row, result))
         return result
 

@@ -46,6 +46,9 @@ class ServerLimits:
     # One LLM call's prompt; None leaves only the engine's context window. Checked at plan time
     # for what is known then, and per call once prompts built from LLM outputs are complete.
     max_prompt_tokens: int | None = None
+    # How long a Session's tool call waits for the client's result (None: forever); a request's
+    # own RunOptions.tool_call_timeout_ms may only shorten it.
+    tool_call_timeout_s: float | None = 300.0
 
 
 def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
@@ -103,7 +106,9 @@ class HeliumCore:
         iterator (client cancel) cancels the run, which cancels its engine requests.
         """
         plan, rows, options = run_request_inputs(request)
-        options = replace(options, max_prompt_tokens=self.limits.max_prompt_tokens)
+        tool_timeouts = (options.tool_call_timeout_s, self.limits.tool_call_timeout_s)
+        options = replace(options, max_prompt_tokens=self.limits.max_prompt_tokens,
+                          tool_call_timeout_s=min(filter(None, tool_timeouts), default=None))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.deadline_ms / 1000.0 if options.deadline_ms else None
         events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,

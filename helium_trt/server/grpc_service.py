@@ -18,6 +18,7 @@ from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
 from helium_trt.errors import HeliumError
 from helium_trt.server.core import ServerLimits, check_limits
 from helium_trt.server.status import grpc_code
+from helium_trt.server.tool_calls import SessionToolCalls
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = service_pb2.DESCRIPTOR.services_by_name["HeliumService"].full_name
@@ -53,19 +54,12 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
 
     async def Session(self, request_iterator, context):
         first = await _first_message(request_iterator, context)
-        pending: dict[str, asyncio.Future] = {}
-
-        async def answer(call: service_pb2.ToolCall) -> service_pb2.ToolResult:
-            future = asyncio.get_running_loop().create_future()
-            pending[call.call_id] = future
-            await outbound.put(service_pb2.RunEvent(tool_call=call))
-            return await future
-
         outbound: asyncio.Queue = asyncio.Queue()
-        reader = asyncio.create_task(_route_tool_results(request_iterator, pending))
+        tools = SessionToolCalls(outbound)
+        reader = asyncio.create_task(tools.route(request_iterator))
         try:
             check_limits(first.run, self._limits)
-            async for event in _merge(self._core.run(first.run, answer), outbound):
+            async for event in _merge(self._core.run(first.run, tools.call), outbound):
                 yield event
         except HeliumError as exc:
             await context.abort(grpc_code(exc), str(exc))
@@ -99,17 +93,9 @@ async def _first_message(request_iterator, context) -> service_pb2.SessionMessag
     await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "the Session stream carried no message")
 
 
-async def _route_tool_results(request_iterator, pending: dict[str, asyncio.Future]) -> None:
-    async for message in request_iterator:
-        if message.WhichOneof("message") != "tool_result":
-            continue
-        future = pending.pop(message.tool_result.call_id, None)
-        if future is not None and not future.done():
-            future.set_result(message.tool_result)
-
-
 async def _merge(events: AsyncIterator, side: asyncio.Queue) -> AsyncIterator:
-    """Events from the run interleaved with tool calls queued while it waits on the client."""
+    """Events from the run interleaved with tool calls queued while it waits on the client; an
+    exception on ``side`` (the client broke the Session's protocol) is raised."""
     done = object()
 
     async def pump():
@@ -122,6 +108,8 @@ async def _merge(events: AsyncIterator, side: asyncio.Queue) -> AsyncIterator:
     task = asyncio.create_task(pump())
     try:
         while (item := await side.get()) is not done:
+            if isinstance(item, BaseException):
+                raise item
             yield item
         await task  # re-raise the run's exception, if any
     finally:

@@ -30,11 +30,18 @@ def register(subparsers) -> None:
     p.add_argument("--triton-model", default="tensorrt_llm",
                    help="Triton model name (default tensorrt_llm)")
     p.add_argument("--kv-cache-mb", type=int, default=512, help="embedded KV pool per worker")
+    p.add_argument("--kv-cache-blocks", type=int, default=None, metavar="N",
+                   help="embedded KV pool per worker in blocks of 16 tokens (overrides "
+                   "--kv-cache-mb; for small models, where a MB holds hundreds of blocks)")
     p.add_argument("--max-rows", type=int, default=1024, help="rows per request limit")
     p.add_argument("--max-ops", type=int, default=2048, help="operators per request limit")
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC message size limit")
     p.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                    help="prompt tokens per LLM call limit (default: the engine's context window)")
+    p.add_argument("--tool-call-timeout", type=float, default=300.0, metavar="SECONDS",
+                   help="how long a Session's tool call waits for the client's result before "
+                   "its row fails with DEADLINE_EXCEEDED (default 300; 0: no limit); a request's "
+                   "tool_call_timeout_ms may only shorten it")
     p.add_argument("--port-file", metavar="PATH",
                    help="write the bound port here once serving (for scripts and tests)")
     p.set_defaults(func=run)
@@ -68,7 +75,8 @@ async def open_engines(args: argparse.Namespace) -> list:
     from helium_trt.engine.config import EngineConfig
     from helium_trt.engine.embedded import EmbeddedEngine
 
-    config = EngineConfig(model_dir=str(model_dir), kv_cache_mb=args.kv_cache_mb)
+    config = EngineConfig(model_dir=str(model_dir), kv_cache_mb=args.kv_cache_mb,
+                          num_blocks=args.kv_cache_blocks)
     first = EmbeddedEngine(config)
     return [first] + [EmbeddedEngine(config, model=first.model) for _ in range(args.workers - 1)]
 
@@ -79,7 +87,8 @@ async def _serve(args: argparse.Namespace) -> int:
 
     limits = ServerLimits(max_rows=args.max_rows, max_ops=args.max_ops,
                           max_message_bytes=args.max_message_mb << 20,
-                          max_prompt_tokens=args.max_prompt_tokens)
+                          max_prompt_tokens=args.max_prompt_tokens,
+                          tool_call_timeout_s=args.tool_call_timeout or None)
     core = HeliumCore(await open_engines(args), limits=limits)
     server, port = await start_server(core, args.address, limits)
     host = args.address.rsplit(":", 1)[0]

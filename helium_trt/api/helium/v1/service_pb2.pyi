@@ -52,16 +52,18 @@ class Optimizations(_message.Message):
     def __init__(self, disable_eliminate_dead_ops: _Optional[bool] = ..., disable_merge_identical_ops: _Optional[bool] = ..., disable_fold_constants: _Optional[bool] = ..., disable_prune_switches: _Optional[bool] = ..., disable_prompt_cache: _Optional[bool] = ..., disable_cache_aware_scheduling: _Optional[bool] = ..., disable_proactive_warming: _Optional[bool] = ..., disable_retention_priorities: _Optional[bool] = ..., disable_kv_prefix_reuse: _Optional[bool] = ...) -> None: ...
 
 class RunOptions(_message.Message):
-    __slots__ = ("optimizations", "priority", "deadline_ms", "stream_tokens")
+    __slots__ = ("optimizations", "priority", "deadline_ms", "stream_tokens", "tool_call_timeout_ms")
     OPTIMIZATIONS_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     DEADLINE_MS_FIELD_NUMBER: _ClassVar[int]
     STREAM_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    TOOL_CALL_TIMEOUT_MS_FIELD_NUMBER: _ClassVar[int]
     optimizations: Optimizations
     priority: int
     deadline_ms: int
     stream_tokens: bool
-    def __init__(self, optimizations: _Optional[_Union[Optimizations, _Mapping]] = ..., priority: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., stream_tokens: _Optional[bool] = ...) -> None: ...
+    tool_call_timeout_ms: int
+    def __init__(self, optimizations: _Optional[_Union[Optimizations, _Mapping]] = ..., priority: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., stream_tokens: _Optional[bool] = ..., tool_call_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class RunRequest(_message.Message):
     __slots__ = ("workflow", "rows", "options")
