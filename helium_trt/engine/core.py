@@ -3,6 +3,11 @@
 Owns the sequences, the scheduler, the KV manager and the model runner. Thread-safe through
 ``lock``: the lock is held while scheduling and postprocessing but not during the forward pass,
 so requests can be added, cancelled and cache state queried while the model computes.
+
+Cancellation takes effect between steps only: a cancel that arrives while a forward pass is in
+flight is recorded and applied right after that step's postprocess. Applied at once, it would
+empty a block table the running step is reading (the step then failed for the whole batch,
+or wrote a decode's KV into block 0, someone else's block).
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ class EngineCore:
         self._seqs: dict[str, Sequence] = {}
         self._texts: dict[str, OutputText] = {}
         self._num_arrivals = 0
+        self._in_step = False  # a forward pass is running outside the lock
+        self._deferred_cancels: dict[str, None] = {}  # ordered set of request ids
 
     # ---- called with ``lock`` held -------------------------------------------------------------
 
@@ -61,8 +68,13 @@ class EngineCore:
         self.scheduler.add(seq)
 
     def cancel(self, request_id: str) -> RequestResult | None:
+        """The request's final result, or None when it is unknown or a step is in flight: then
+        its result comes from that step's ``step()`` call, after the step."""
         seq = self._seqs.get(request_id)
         if seq is None:
+            return None
+        if self._in_step:
+            self._deferred_cancels[request_id] = None
             return None
         return self._finish(seq, "cancelled")
 
@@ -80,14 +92,27 @@ class EngineCore:
             if not (sched.prefills or sched.decodes):
                 # Only warm-ups whose prompt was fully cached, or rejections: nothing to compute.
                 return self._postprocess(sched, StepResult({}), time.monotonic())
+            self._in_step = True
         try:
             result = self.runner.run(sched)
         except Exception as exc:  # keep serving others: fail only this step's requests
             log.exception("engine step failed")
             with self.lock:
-                return self._fail_step(sched, f"engine step failed: {exc}")
+                self._in_step = False
+                return self._fail_step(sched, f"engine step failed: {exc}") + self._apply_deferred_cancels()
         with self.lock:
-            return self._postprocess(sched, result, time.monotonic())
+            self._in_step = False
+            events = self._postprocess(sched, result, time.monotonic())
+            return events + self._apply_deferred_cancels()
+
+    def _apply_deferred_cancels(self) -> list[Event]:
+        events: list[Event] = []
+        for request_id in self._deferred_cancels:
+            seq = self._seqs.get(request_id)
+            if seq is not None:  # not finished by the step itself
+                events.append(self._finish(seq, "cancelled"))
+        self._deferred_cancels.clear()
+        return events
 
     def _postprocess(self, sched: SchedulerOutput, result: StepResult, now: float) -> list[Event]:
         events: list[Event] = []

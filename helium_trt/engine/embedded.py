@@ -169,10 +169,15 @@ class EmbeddedEngine:
                 yield item
         finally:
             if not done:  # the caller stopped listening: free the request's blocks
-                self._cancel_now(rid)
+                self._cancel_now(rid, stream)
 
-    def _cancel_now(self, request_id: str) -> None:
+    def _cancel_now(self, request_id: str, stream: _Stream | None = None) -> None:
+        """Cancel ``request_id``; with ``stream``, only while the id is still that stream's (it
+        may have been reused once the stream's result was delivered). During a step the core
+        defers the cancel, and the result comes with that step's events."""
         with self._wakeup:
+            if stream is not None and self._streams.get(request_id) is not stream:
+                return
             result = self._core.cancel(request_id)
             if result is not None:
                 self._deliver([result])
