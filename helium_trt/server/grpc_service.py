@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
 from helium_trt.errors import HeliumError
 from helium_trt.server.core import ServerLimits, check_limits
+from helium_trt.server.guard import add_servicer
 from helium_trt.server.status import grpc_code
 from helium_trt.server.tool_calls import SessionToolCalls
 
@@ -122,7 +123,9 @@ async def start_server(core: Core, address: str = "127.0.0.1:50051",
     options = [("grpc.max_receive_message_length", limits.max_message_bytes),
                ("grpc.max_send_message_length", limits.max_message_bytes)]
     server = grpc.aio.server(options=options)
-    service_pb2_grpc.add_HeliumServiceServicer_to_server(HeliumServicer(core, limits), server)
+    # Not the generated add_HeliumServiceServicer_to_server: bad bytes get INVALID_ARGUMENT and
+    # unexpected errors INTERNAL instead of UNKNOWN (server.guard).
+    add_servicer(HeliumServicer(core, limits), server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
