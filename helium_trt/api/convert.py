@@ -7,12 +7,13 @@ A workflow file is YAML or JSON in the protobuf JSON mapping of ``helium.v1.RunR
 from __future__ import annotations
 
 import json
+import math
 import re
 from pathlib import Path
 
 import yaml
 from google.protobuf import json_format
-from google.protobuf.struct_pb2 import Struct
+from google.protobuf.struct_pb2 import Struct, Value
 
 from helium_trt.api.helium.v1 import service_pb2, workflow_pb2
 from helium_trt.errors import InvalidWorkflowError
@@ -91,7 +92,8 @@ def op_from_proto(op: workflow_pb2.Operator, index: int = 0) -> ir.Op:
                         template=parse_template(m.template, op_id=oid, field="template", in_map=True))
     if kind == "switch_op":
         cases = tuple(ir.SwitchCase(c.value, c.target) for c in m.cases)
-        return ir.SwitchOp(oid, input=m.input, match=_MATCH[m.match], cases=cases,
+        match = _enum(_MATCH, m.match, workflow_pb2.MatchKind, oid, "match")
+        return ir.SwitchOp(oid, input=m.input, match=match, cases=cases,
                            default_target=m.default_target or None)
     if kind == "loop":
         body = tuple(op_from_proto(b, i) for i, b in enumerate(m.body))
@@ -118,7 +120,8 @@ def _format_from_proto(oid: str, m: workflow_pb2.FormatOp) -> ir.FormatOp:
             messages.append(ir.Message(history=msg.history))
         else:
             tmpl = parse_template(msg.template, op_id=oid, field=f"messages[{i}].template")
-            messages.append(ir.Message(role=_ROLES[msg.role], template=tmpl))
+            role = _enum(_ROLES, msg.role, workflow_pb2.Role, oid, f"messages[{i}].role")
+            messages.append(ir.Message(role=role, template=tmpl))
     template = parse_template(m.template, op_id=oid, field="template")
     return ir.FormatOp(oid, template=template, messages=tuple(messages))
 
@@ -133,12 +136,44 @@ def _llm_from_proto(oid: str, m: workflow_pb2.LlmOp) -> ir.LlmOp:
         seed=c.seed if c.HasField("seed") else None,
         stop=tuple(c.stop),
     )
-    return ir.LlmOp(oid, prompt=m.prompt, model=m.model, config=config, mode=_MODES[m.mode],
+    mode = _enum(_MODES, m.mode, workflow_pb2.LlmMode, oid, "mode")
+    return ir.LlmOp(oid, prompt=m.prompt, model=m.model, config=config, mode=mode,
                     return_history=m.return_history)
 
 
+def _enum(names: dict[int, str], value: int, enum_type, op_id: str, field: str) -> str:
+    """The domain name of an enum value; proto3 enums are open, so any int32 may arrive."""
+    found = names.get(value)
+    if found is None:
+        known = ", ".join(enum_type.Name(v) for v in sorted(names) if v)
+        raise InvalidWorkflowError(f"unknown value {value} (one of {known})", op_id=op_id,
+                                   field=field)
+    return found
+
+
 def rows_from_proto(rows) -> tuple[dict, ...]:
-    return tuple(json_format.MessageToDict(r) for r in rows)
+    """Rows as plain dicts (numbers as floats, like the JSON mapping); a non-finite number is
+    refused naming its row and column."""
+    return tuple({k: _plain(v, f"rows[{i}].{k}") for k, v in row.fields.items()}
+                 for i, row in enumerate(rows))
+
+
+def _plain(value: Value, where: str):
+    kind = value.WhichOneof("kind")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "number_value":
+        if not math.isfinite(value.number_value):
+            raise InvalidWorkflowError(f"numbers must be finite, got {value.number_value}",
+                                       field=where)
+        return value.number_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "struct_value":
+        return {k: _plain(v, f"{where}.{k}") for k, v in value.struct_value.fields.items()}
+    if kind == "list_value":
+        return [_plain(v, f"{where}[{j}]") for j, v in enumerate(value.list_value.values)]
+    return None
 
 
 def rows_to_proto(rows) -> list[Struct]:
