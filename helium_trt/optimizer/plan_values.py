@@ -17,26 +17,60 @@ from helium_trt.plan.ops import ConcatOp, ConstantOp, FormatOp, InputOp, Ref, Te
 from helium_trt.plan.prompt import value_text
 
 _MISSING = object()
+# Longest text plan time computes; a longer value (formats that repeat their inputs can double
+# it at every level) is left for the runtime, which checks it against the server's byte limit.
+MAX_TEXT_CHARS = 8 << 20
 
 
 def static_text(plan: Plan, op_id: str) -> str | None:
     """The text of ``op_id`` when it is the same for every row (constants, static formats)."""
-    return _static(plan, op_id, {})
+    memo: dict[str, str | None] = {}
+    for current in _inputs_first(plan, op_id, memo, lambda op: isinstance(op, FormatOp)):
+        op = plan.by_id.get(current)
+        value = None
+        if isinstance(op, ConstantOp):
+            value = op.text
+        elif isinstance(op, FormatOp) and not op.is_chat:
+            parts = [memo.get(s.op_id) if isinstance(s, Ref) else s for s in op.template]
+            value = _join(parts)
+        memo[current] = value
+    return memo.get(op_id)
 
 
-def _static(plan: Plan, op_id: str, memo: dict) -> str | None:
-    if op_id in memo:
-        return memo[op_id]
-    op = plan.by_id.get(op_id)
-    memo[op_id] = None  # guards against cycles in unvalidated plans
-    value = None
-    if isinstance(op, ConstantOp):
-        value = op.text
-    elif isinstance(op, FormatOp) and not op.is_chat:
-        parts = [_static(plan, s.op_id, memo) if isinstance(s, Ref) else s for s in op.template]
-        value = "".join(parts) if all(isinstance(p, str) for p in parts) else None
-    memo[op_id] = value
-    return value
+def _inputs_first(plan: Plan, op_id: str, memo: dict, expand) -> list[str]:
+    """``op_id`` and the operators it reads through ``expand``ed ones (those not in ``memo``),
+    each after its inputs.
+
+    NOTE: iterative, not recursive: a chain of hundreds of formats is a valid plan, and each
+    level used to cost several Python frames (a 400-format chain hit the recursion limit).
+    A cycle (unvalidated plans) is cut where it closes.
+    """
+    order: list[str] = []
+    seen: set[str] = set()
+    stack: list[tuple[str, bool]] = [(op_id, False)]
+    while stack:
+        current, inputs_done = stack.pop()
+        if inputs_done:
+            order.append(current)
+            continue
+        if current in seen or current in memo:
+            continue
+        seen.add(current)
+        stack.append((current, True))
+        op = plan.by_id.get(current)
+        if op is not None and expand(op):
+            stack.extend((i, False) for i in reversed(op.inputs) if i not in seen)
+    return order
+
+
+def _join(parts: list) -> str | None:
+    """The parts joined, or None when one is not text or the text would pass MAX_TEXT_CHARS."""
+    total = 0
+    for part in parts:
+        if not isinstance(part, str):
+            return None
+        total += len(part)
+    return "".join(parts) if total <= MAX_TEXT_CHARS else None
 
 
 class RowValues:
@@ -50,10 +84,14 @@ class RowValues:
         cached = self._memo.get(op_id, _MISSING)
         if cached is not _MISSING:
             return cached
-        self._memo[op_id] = None
-        value = self._compute(op_id)
-        self._memo[op_id] = value
-        return value
+        for current in _inputs_first(self._plan, op_id, self._memo,
+                                     lambda op: isinstance(op, (FormatOp, ConcatOp))):
+            self._memo[current] = self._compute(current)
+        return self._memo.get(op_id)
+
+    def _known(self, op_id: str):
+        """An input's value, computed already by ``get`` (None: not computable, or a cycle)."""
+        return self._memo.get(op_id)
 
     def _compute(self, op_id: str):
         op = self._plan.by_id.get(op_id)
@@ -68,22 +106,15 @@ class RowValues:
         return None
 
     def _text(self, template: Template) -> str | None:
-        out = []
-        for seg in template:
-            if isinstance(seg, str):
-                out.append(seg)
-                continue
-            value = self.get(seg.op_id) if isinstance(seg, Ref) else None
-            if not isinstance(value, str):
-                return None
-            out.append(value)
-        return "".join(out)
+        return _join([seg if isinstance(seg, str) else
+                      self._known(seg.op_id) if isinstance(seg, Ref) else None
+                      for seg in template])
 
     def _chat(self, op: FormatOp) -> list[dict] | None:
         conversation: list[dict] = []
         for m in op.messages:
             if m.history is not None:
-                value = self.get(m.history)
+                value = self._known(m.history)
                 if not (isinstance(value, list) and all(isinstance(v, dict) for v in value)):
                     return None
                 conversation.extend(value)
@@ -97,13 +128,15 @@ class RowValues:
     def _concat(self, op: ConcatOp) -> str | None:
         parts = []
         for part in op.parts:
-            value = self.get(part)
+            value = self._known(part)
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
                 parts.extend(value)
             elif isinstance(value, str):
                 parts.append(value)
             else:
                 return None
+        if sum(map(len, parts)) + len(op.separator) * len(parts) > MAX_TEXT_CHARS:
+            return None
         return op.separator.join(parts)
 
     def text_of(self, op_id: str) -> str | None:

@@ -7,15 +7,20 @@ import re
 
 import networkx as nx
 
-from helium_trt.errors import InvalidWorkflowError
+from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
-    CacheFetchOp, ConcatOp, FormatOp, InputOp, LlmOp, LoopOp, MapOp, Op, OutputOp, SwitchOp,
-    ToolCallOp,
+    CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, LoopOp, MapOp, Op, OutputOp,
+    Ref, SwitchOp, ToolCallOp, iter_templates,
 )
 from helium_trt.plan.patterns import PatternMatcher
 
 ID_RE = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+# Characters (plus one per placeholder) a template may hold once constants and text formats are
+# inlined, as fold_constants and every LLM prompt template do. Formats that repeat an input
+# double it at every level: 30 levels of "{f}{f}" would be 2^30 characters.
+MAX_EXPANDED_CHARS = 16 << 20
 
 # Value kinds an operator yields, for checking what may feed an LLM prompt.
 TEXT, LIST, CHAT, ANY, NOTHING = "text", "list", "chat", "any", "nothing"
@@ -41,6 +46,7 @@ def validate(plan: Plan, *, rows: tuple[dict, ...] | None = None,
     kinds = value_kinds(plan)
     for op in plan.ops:
         _check_types(op, kinds)
+    _check_expansion(plan)
     if rows is not None:
         _check_rows(plan, rows)
 
@@ -221,6 +227,26 @@ def _check_acyclic(plan: Plan) -> None:
     raise InvalidWorkflowError(
         f"cycle {path}; repeat work with a bounded loop operator instead",
         op_id=cycle[0][1], field="inputs")
+
+
+def _check_expansion(plan: Plan) -> None:
+    """Refuse a plan whose templates expand past MAX_EXPANDED_CHARS (RESOURCE_EXHAUSTED), in
+    sizes only: the text itself would be built by the optimizer and the runtime."""
+    inlined: dict[str, int] = {}  # constants and text formats: what a reference inlines
+    for op_id in plan.topo_order:
+        op = plan.by_id[op_id]
+        if isinstance(op, ConstantOp):
+            size = len(op.text)
+        else:
+            size = sum(len(seg) if isinstance(seg, str) else
+                       inlined.get(seg.op_id, 1) if isinstance(seg, Ref) else 1
+                       for template in iter_templates(op) for seg in template)
+        if size > MAX_EXPANDED_CHARS:
+            raise ResourceExhaustedError(
+                f"operator {op_id!r}, field 'template': expands to {size:,} characters through "
+                f"the constants and formats it reads, over the limit of {MAX_EXPANDED_CHARS:,}")
+        if isinstance(op, ConstantOp) or (isinstance(op, FormatOp) and not op.is_chat):
+            inlined[op_id] = size
 
 
 def _check_types(op: Op, kinds: dict[str, str]) -> None:
