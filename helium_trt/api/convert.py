@@ -187,6 +187,13 @@ def rows_to_proto(rows) -> list[Struct]:
 
 # ---- workflow files -------------------------------------------------------------------------
 
+# Bounds on a workflow or rows file's structure, checked before it becomes a message: nesting
+# as deep as the protobuf decoder allows, and values counted with YAML aliases expanded (a
+# 600-byte file of nested aliases stands for billions of values).
+MAX_FILE_DEPTH = 100
+MAX_FILE_VALUES = 500_000
+
+
 def load_request_file(path: str | Path) -> service_pb2.RunRequest:
     """Read a YAML/JSON workflow file into a RunRequest; errors name the line or field."""
     data = _read_structured(Path(path))
@@ -196,7 +203,9 @@ def load_request_file(path: str | Path) -> service_pb2.RunRequest:
         data = {"workflow": data}
     try:
         return json_format.ParseDict(data, service_pb2.RunRequest())
-    except json_format.ParseError as exc:
+    except (json_format.ParseError, TypeError, ValueError, ArithmeticError) as exc:
+        # NOTE: besides ParseError, json_format lets Python's own errors through for values of
+        # the wrong type (``role: .inf`` is an OverflowError); all of them are bad input here.
         raise InvalidWorkflowError(f"{path}: {exc}") from None
 
 
@@ -208,9 +217,11 @@ def load_rows_file(path: str | Path) -> tuple[dict, ...]:
         for n, line in enumerate(_read_text(p).splitlines(), 1):
             if line.strip():
                 try:
-                    rows.append(json.loads(line))
+                    rows.append(_check_shape(json.loads(line), f"{p}:{n}"))
                 except json.JSONDecodeError as exc:
                     raise InvalidWorkflowError(f"{p}:{n}: {exc.msg}") from None
+                except RecursionError:
+                    raise InvalidWorkflowError(f"{p}:{n}: nested too deeply") from None
     else:
         rows = _read_structured(p)
         if isinstance(rows, dict) and "rows" in rows:
@@ -222,20 +233,74 @@ def load_rows_file(path: str | Path) -> tuple[dict, ...]:
 
 def _read_text(p: Path) -> str:
     try:
-        return p.read_text()
+        data = p.read_bytes()
     except OSError as exc:
         raise InvalidWorkflowError(f"cannot read {p}: {exc.strerror}") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise InvalidWorkflowError(f"{p}:{line}: not UTF-8 text (byte {exc.start})") from None
+
+
+def _check_shape(data, where: str):
+    """``data`` when it nests at most MAX_FILE_DEPTH deep, holds at most MAX_FILE_VALUES values
+    (aliases counted each time they are used) and no infinite or NaN number; walked without
+    recursion. A path is a linked (parent, key) pair, spelled out only for an error."""
+    stack, num_values = [(data, 0, None)], 0
+    while stack:
+        value, depth, path = stack.pop()
+        num_values += 1
+        if num_values > MAX_FILE_VALUES:
+            raise InvalidWorkflowError(f"{where}: more than {MAX_FILE_VALUES:,} values (YAML "
+                                       "aliases count each time they are used)")
+        if depth > MAX_FILE_DEPTH:
+            raise InvalidWorkflowError(f"nested more than {MAX_FILE_DEPTH} levels deep in {where}",
+                                       field=_spell(path))
+        if isinstance(value, dict):
+            stack.extend((v, depth + 1, (path, k)) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((v, depth + 1, (path, i)) for i, v in enumerate(value))
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise InvalidWorkflowError(f"numbers must be finite, got {value} in {where}",
+                                       field=_spell(path))
+    return data
+
+
+def _spell(path) -> str:
+    keys = []
+    while path is not None:
+        path, key = path
+        keys.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(keys)).lstrip(".") or "(top level)"
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """SafeLoader that refuses flow collections (``[``/``{``) nested past MAX_FILE_DEPTH while
+    scanning: PyYAML's scanner costs time quadratic in that depth (5,000 levels: seconds)."""
+
+    def fetch_flow_collection_start(self, token_class):
+        if self.flow_level >= MAX_FILE_DEPTH:
+            raise yaml.scanner.ScannerError(
+                None, None, f"nested more than {MAX_FILE_DEPTH} levels deep", self.get_mark())
+        super().fetch_flow_collection_start(token_class)
 
 
 def _read_structured(p: Path):
-    text = _read_text(p)
+    try:
+        return _check_shape(_parse_text(p, _read_text(p)), str(p))
+    except RecursionError:
+        raise InvalidWorkflowError(f"{p}: nested too deeply") from None
+
+
+def _parse_text(p: Path, text: str):
     if p.suffix == ".json":
         try:
             return json.loads(text)
         except json.JSONDecodeError as exc:
             raise InvalidWorkflowError(f"{p}:{exc.lineno}:{exc.colno}: {exc.msg}") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_BoundedLoader)  # noqa: S506 - a SafeLoader
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
