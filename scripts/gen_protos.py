@@ -1,6 +1,8 @@
 """Regenerate helium_trt/api/helium/v1/*_pb2*.py from protos/ (the only producer of that code).
 
 Usage: python scripts/gen_protos.py [--out DIR]   (default: the package's api folder)
+Needs the grpcio-tools pinned in pyproject.toml's `protos` extra (pip install -e '.[protos]'):
+other releases emit other code, and newer ones gencode that protobuf 5 runtimes refuse.
 """
 
 from __future__ import annotations

@@ -5,8 +5,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -49,7 +48,7 @@ class Optimizations(_message.Message):
     disable_proactive_warming: bool
     disable_retention_priorities: bool
     disable_kv_prefix_reuse: bool
-    def __init__(self, disable_eliminate_dead_ops: _Optional[bool] = ..., disable_merge_identical_ops: _Optional[bool] = ..., disable_fold_constants: _Optional[bool] = ..., disable_prune_switches: _Optional[bool] = ..., disable_prompt_cache: _Optional[bool] = ..., disable_cache_aware_scheduling: _Optional[bool] = ..., disable_proactive_warming: _Optional[bool] = ..., disable_retention_priorities: _Optional[bool] = ..., disable_kv_prefix_reuse: _Optional[bool] = ...) -> None: ...
+    def __init__(self, disable_eliminate_dead_ops: bool = ..., disable_merge_identical_ops: bool = ..., disable_fold_constants: bool = ..., disable_prune_switches: bool = ..., disable_prompt_cache: bool = ..., disable_cache_aware_scheduling: bool = ..., disable_proactive_warming: bool = ..., disable_retention_priorities: bool = ..., disable_kv_prefix_reuse: bool = ...) -> None: ...
 
 class RunOptions(_message.Message):
     __slots__ = ("optimizations", "priority", "deadline_ms", "stream_tokens", "tool_call_timeout_ms")
@@ -63,7 +62,7 @@ class RunOptions(_message.Message):
     deadline_ms: int
     stream_tokens: bool
     tool_call_timeout_ms: int
-    def __init__(self, optimizations: _Optional[_Union[Optimizations, _Mapping]] = ..., priority: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., stream_tokens: _Optional[bool] = ..., tool_call_timeout_ms: _Optional[int] = ...) -> None: ...
+    def __init__(self, optimizations: _Optional[_Union[Optimizations, _Mapping]] = ..., priority: _Optional[int] = ..., deadline_ms: _Optional[int] = ..., stream_tokens: bool = ..., tool_call_timeout_ms: _Optional[int] = ...) -> None: ...
 
 class RunRequest(_message.Message):
     __slots__ = ("workflow", "rows", "options")
@@ -113,7 +112,7 @@ class OpFinished(_message.Message):
     output_tokens: int
     from_result_cache: bool
     latency_ms: float
-    def __init__(self, op_id: _Optional[str] = ..., row: _Optional[int] = ..., output: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., from_result_cache: _Optional[bool] = ..., latency_ms: _Optional[float] = ...) -> None: ...
+    def __init__(self, op_id: _Optional[str] = ..., row: _Optional[int] = ..., output: _Optional[str] = ..., prompt_tokens: _Optional[int] = ..., cached_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., from_result_cache: bool = ..., latency_ms: _Optional[float] = ...) -> None: ...
 
 class RowOutput(_message.Message):
     __slots__ = ("row", "outputs")
@@ -237,7 +236,7 @@ class ExplainRequest(_message.Message):
     VERBOSE_FIELD_NUMBER: _ClassVar[int]
     request: RunRequest
     verbose: bool
-    def __init__(self, request: _Optional[_Union[RunRequest, _Mapping]] = ..., verbose: _Optional[bool] = ...) -> None: ...
+    def __init__(self, request: _Optional[_Union[RunRequest, _Mapping]] = ..., verbose: bool = ...) -> None: ...
 
 class RuleChange(_message.Message):
     __slots__ = ("rule", "removed", "added", "changed", "ms")
@@ -283,7 +282,7 @@ class WarmRequest(_message.Message):
     KEEP_FIELD_NUMBER: _ClassVar[int]
     workflow: _workflow_pb2.Workflow
     keep: bool
-    def __init__(self, workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ..., keep: _Optional[bool] = ...) -> None: ...
+    def __init__(self, workflow: _Optional[_Union[_workflow_pb2.Workflow, _Mapping]] = ..., keep: bool = ...) -> None: ...
 
 class WarmResponse(_message.Message):
     __slots__ = ("num_prefixes", "tokens_computed", "tokens_already_cached")

@@ -6,8 +6,10 @@ import warnings
 
 from helium_trt.api.helium.v1 import service_pb2 as helium_dot_v1_dot_service__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.64.3'
 GRPC_VERSION = grpc.__version__
+EXPECTED_ERROR_RELEASE = '1.65.0'
+SCHEDULED_RELEASE_DATE = 'June 25, 2024'
 _version_not_supported = False
 
 try:
@@ -17,16 +19,19 @@ except ImportError:
     _version_not_supported = True
 
 if _version_not_supported:
-    raise RuntimeError(
+    warnings.warn(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in helium/v1/service_pb2_grpc.py depends on'
+        + f' but the generated code in helium/v1/service_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
+        + f' This warning will become an error in {EXPECTED_ERROR_RELEASE},'
+        + f' scheduled for release on {SCHEDULED_RELEASE_DATE}.',
+        RuntimeWarning
     )
 
 
-class HeliumServiceStub:
+class HeliumServiceStub(object):
     """Missing associated documentation comment in .proto file."""
 
     def __init__(self, channel):
@@ -62,7 +67,7 @@ class HeliumServiceStub:
                 _registered_method=True)
 
 
-class HeliumServiceServicer:
+class HeliumServiceServicer(object):
     """Missing associated documentation comment in .proto file."""
 
     def Run(self, request, context):
@@ -137,7 +142,7 @@ def add_HeliumServiceServicer_to_server(servicer, server):
 
 
  # This class is part of an EXPERIMENTAL API.
-class HeliumService:
+class HeliumService(object):
     """Missing associated documentation comment in .proto file."""
 
     @staticmethod

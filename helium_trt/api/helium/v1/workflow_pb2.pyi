@@ -3,8 +3,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable, Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+from typing import ClassVar as _ClassVar, Iterable as _Iterable, Mapping as _Mapping, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -129,7 +128,7 @@ class LlmOp(_message.Message):
     config: GenerationConfig
     mode: LlmMode
     return_history: bool
-    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., config: _Optional[_Union[GenerationConfig, _Mapping]] = ..., mode: _Optional[_Union[LlmMode, str]] = ..., return_history: _Optional[bool] = ...) -> None: ...
+    def __init__(self, prompt: _Optional[str] = ..., model: _Optional[str] = ..., config: _Optional[_Union[GenerationConfig, _Mapping]] = ..., mode: _Optional[_Union[LlmMode, str]] = ..., return_history: bool = ...) -> None: ...
 
 class ConcatOp(_message.Message):
     __slots__ = ("inputs", "separator")
