@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import AsyncIterator, Mapping, Sequence
 
 from helium_trt.engine.base import (
-    Engine, EngineRequest, RequestResult, RetentionRange, TokenDelta, WarmResult,
+    Engine, EngineHealth, EngineRequest, RequestResult, RetentionRange, TokenDelta, WarmResult,
 )
 
 
@@ -38,6 +38,9 @@ class _Forwarding:
 
     def num_free_blocks(self) -> int:
         return self.inner.num_free_blocks()
+
+    def health(self) -> EngineHealth:
+        return self.inner.health()
 
     async def close(self) -> None:
         await self.inner.close()

@@ -103,6 +103,14 @@ class WarmResult:
 
 
 @dataclass(frozen=True, slots=True)
+class EngineHealth:
+    """Whether an engine takes requests now; ``reason`` says why not (None while healthy)."""
+
+    healthy: bool
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class EngineInfo:
     """Static facts about an engine the scheduler plans with."""
 
@@ -137,6 +145,9 @@ class Engine(Protocol):
     - ``cancel`` stops a request and frees its KV blocks; its stream ends with "cancelled".
     - ``warm`` prefills a prefix without decoding, so later requests sharing it reuse its KV.
     - ``num_resident_tokens`` is how many leading tokens of ``token_ids`` are cached now.
+    - ``health`` is cheap (no I/O) and safe to poll. An engine that fails ends every in-flight
+      request at once ("error", naming the engine) and reports itself unhealthy until it works
+      again; meanwhile ``generate`` and ``warm`` raise EngineUnavailableError at once.
     """
 
     info: EngineInfo
@@ -153,5 +164,7 @@ class Engine(Protocol):
     def num_resident_tokens(self, token_ids: Sequence[int]) -> int: ...
 
     def num_free_blocks(self) -> int: ...
+
+    def health(self) -> EngineHealth: ...
 
     async def close(self) -> None: ...

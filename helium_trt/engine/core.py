@@ -12,7 +12,6 @@ or wrote a decode's KV into block 0, someone else's block).
 
 from __future__ import annotations
 
-import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -23,8 +22,6 @@ from helium_trt.engine.output_text import OutputText
 from helium_trt.engine.runner import ModelRunner, StepResult
 from helium_trt.engine.scheduler import Scheduler, SchedulerOutput
 from helium_trt.engine.sequence import Sequence, SeqStatus
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,8 +75,20 @@ class EngineCore:
             return None
         return self._finish(seq, "cancelled")
 
-    def fail_all(self, message: str) -> list[Event]:
-        return [self._finish(seq, "error", message) for seq in list(self._seqs.values())]
+    def abandon_all(self, message: str) -> list[RequestResult]:
+        """An "error" result for every request, touching neither the queues nor the KV pool:
+        for a core about to be dropped, whose state may be inconsistent after a failure."""
+        results = []
+        for seq in self._seqs.values():
+            text = self._texts.get(seq.request_id)
+            num_cached = seq.num_cached_tokens or 0
+            results.append(RequestResult(
+                seq.request_id, tuple(seq.output_token_ids), text.text if text else "",
+                seq.num_prompt_tokens, num_cached, seq.num_prompt_tokens - num_cached, "error",
+                message))
+        self._seqs.clear()
+        self._texts.clear()
+        return results
 
     # ---- the step ------------------------------------------------------------------------------
 
@@ -93,13 +102,10 @@ class EngineCore:
                 # Only warm-ups whose prompt was fully cached, or rejections: nothing to compute.
                 return self._postprocess(sched, StepResult({}), time.monotonic())
             self._in_step = True
-        try:
-            result = self.runner.run(sched)
-        except Exception as exc:  # keep serving others: fail only this step's requests
-            log.exception("engine step failed")
-            with self.lock:
-                self._in_step = False
-                return self._fail_step(sched, f"engine step failed: {exc}") + self._apply_deferred_cancels()
+        # NOTE: an exception from here on leaves this core's state undefined (half-written KV,
+        # half-updated queues): it propagates, and the owner fails every request and builds a
+        # fresh core (EmbeddedEngine._recover).
+        result = self.runner.run(sched)
         with self.lock:
             self._in_step = False
             events = self._postprocess(sched, result, time.monotonic())
@@ -181,9 +187,3 @@ class EngineCore:
             finish_reason=reason,
             error=error,
         )
-
-    def _fail_step(self, sched: SchedulerOutput, message: str) -> list[Event]:
-        for copy in sched.block_copies:
-            self.kv.release_copy(copy)
-        seqs = [chunk.seq for chunk in sched.prefills] + sched.decodes
-        return [self._finish(seq, "error", message) for seq in seqs if seq.status is SeqStatus.RUNNING]

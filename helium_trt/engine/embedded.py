@@ -2,12 +2,19 @@
 
 A background thread runs engine steps (torch releases the GIL inside its kernels); results are
 handed to each caller's event loop with ``call_soon_threadsafe``, one call per loop per step.
+
+Any exception on that thread (scheduling, forward pass, postprocessing) fails every in-flight
+request at once and makes the engine unhealthy; the thread then rebuilds the engine's state (KV
+pool, scheduler, runner) on the weights it already holds, runs a probe request through it, and
+reports healthy again, retrying with backoff while that fails. New requests are refused with
+EngineUnavailableError meanwhile.
 """
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 import threading
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,6 +23,7 @@ from typing import AsyncIterator, Sequence as Seq
 import torch
 
 from helium_trt.engine.base import (
+    EngineHealth,
     EngineInfo,
     EngineRequest,
     RequestResult,
@@ -34,7 +42,15 @@ from helium_trt.engine.tokenizer import HFTokenizer
 from helium_trt.engine.validation import validate_request
 from helium_trt.errors import EngineUnavailableError, InvalidRequestError
 
+log = logging.getLogger(__name__)
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+
+# Restart attempts after a failure wait this long, doubling up to the cap: a fault that persists
+# costs a probe (one tiny forward pass) a second, and an engine whose fault has cleared is back
+# within about a second.
+RESTART_BACKOFF_S = 0.05
+RESTART_BACKOFF_MAX_S = 1.0
+PROBE_MAX_STEPS = 8
 
 
 @dataclass(slots=True)
@@ -65,7 +81,9 @@ class EmbeddedEngine:
         self._wakeup = threading.Condition(self._lock)
         self._streams: dict[str, _Stream] = {}
         self._closing = False
+        self._health = EngineHealth(True)
         self._warm_ids = itertools.count()
+        self._probe_ids = itertools.count()
         self._started = threading.Event()
         self._startup_error: BaseException | None = None
         self._thread = threading.Thread(target=self._thread_main, args=(model,), name="helium-engine",
@@ -92,16 +110,24 @@ class EmbeddedEngine:
             max_model_len=max_model_len, vocab_size=mc.vocab_size,
             eos_token_ids=self.tokenizer.eos_token_ids,
         )
-        kv = KVManager(num_blocks, config.block_size, config.enable_prefix_caching)
+        self._probe_prompt = tuple(self.tokenizer.encode("Hello")) or (0,)
+        self._core = self._new_core()
+
+    def _new_core(self) -> EngineCore:
+        """A fresh KV pool, scheduler and runner on the loaded weights (at start, on restart)."""
+        config, info = self.config, self.info
+        kv = KVManager(info.num_blocks, config.block_size, config.enable_prefix_caching)
         scheduler = Scheduler(SchedulerConfig(config.max_num_seqs, config.max_num_batched_tokens), kv)
-        runner = ModelRunner(self.model, num_blocks, config.block_size)
-        self._core = EngineCore(scheduler, runner, self.tokenizer,
-                                CoreLimits(max_model_len, self.tokenizer.eos_token_ids), lock=self._lock)
+        runner = ModelRunner(self.model, info.num_blocks, config.block_size)
+        return EngineCore(scheduler, runner, self.tokenizer,
+                          CoreLimits(info.max_model_len, self.tokenizer.eos_token_ids), lock=self._lock)
 
     # ---- Engine protocol -----------------------------------------------------------------------
 
     def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
-        """Validate now (raising InvalidRequestError), then stream once iterated."""
+        """Validate now (raising InvalidRequestError, or EngineUnavailableError while the engine
+        is unhealthy), then stream once iterated."""
+        self._check_healthy()
         validate_request(request, self.info, self.model.config.vocab_size)
         return self._stream(request)
 
@@ -135,6 +161,9 @@ class EmbeddedEngine:
         """Blocks referenced by requests (not only by the prefix cache)."""
         return self.info.num_blocks - self.num_free_blocks()
 
+    def health(self) -> EngineHealth:
+        return self._health
+
     @property
     def num_preemptions(self) -> int:
         """Sequences preempted (and later recomputed) under KV pressure so far."""
@@ -143,6 +172,7 @@ class EmbeddedEngine:
     async def close(self) -> None:
         with self._wakeup:
             self._closing = True
+            self._health = EngineHealth(False, f"engine {self.info.model_name!r} is closed")
             self._wakeup.notify()
         await asyncio.to_thread(self._thread.join)
 
@@ -152,8 +182,7 @@ class EmbeddedEngine:
         stream = _Stream(asyncio.get_running_loop(), asyncio.Queue())
         rid = request.request_id
         with self._wakeup:
-            if self._closing:
-                raise EngineUnavailableError("engine is closed")
+            self._check_healthy()
             # NOTE: the stream outlives the core's sequence until its result is delivered; a
             # request reusing the id in between would take over the stream and get that result.
             if self._core.has_request(rid) or rid in self._streams:
@@ -170,6 +199,11 @@ class EmbeddedEngine:
         finally:
             if not done:  # the caller stopped listening: free the request's blocks
                 self._cancel_now(rid, stream)
+
+    def _check_healthy(self) -> None:
+        health = self._health
+        if not health.healthy:
+            raise EngineUnavailableError(health.reason)
 
     def _cancel_now(self, request_id: str, stream: _Stream | None = None) -> None:
         """Cancel ``request_id``; with ``stream``, only while the id is still that stream's (it
@@ -190,19 +224,98 @@ class EmbeddedEngine:
             return
         finally:
             self._started.set()
-        self._run_loop()
+        try:
+            self._run_loop()
+        except BaseException as exc:  # never end silently: say so, and fail whoever waits
+            name = self.info.model_name
+            log.critical("engine %r: its thread stopped", name, exc_info=exc)
+            with self._wakeup:
+                self._health = EngineHealth(False, f"engine {name!r} stopped ({_describe(exc)})")
+                self._fail_everything(f"engine {name!r} stopped: {_describe(exc)}")
 
     def _run_loop(self) -> None:
         with torch.inference_mode():
             while True:
-                with self._wakeup:
-                    while not self._closing and not self._core.has_work():
-                        self._wakeup.wait()
-                    if self._closing:
-                        events = self._core.fail_all("engine closed")
-                        self._deliver(events)
+                try:
+                    if not self._step_once():
                         return
-                self._deliver(self._core.step())
+                except Exception as exc:  # anywhere in the step: fail fast, then restart
+                    self._recover(exc)
+
+    def _step_once(self) -> bool:
+        """Wait for work and run one step; False once the engine is closing."""
+        with self._wakeup:
+            while not self._closing and not self._core.has_work():
+                self._wakeup.wait()
+            if self._closing:
+                self._fail_everything(f"engine {self.info.model_name!r} closed")
+                return False
+        self._deliver(self._core.step())
+        return True
+
+    def _recover(self, exc: Exception) -> None:
+        """Fail every in-flight request now, then rebuild the engine's state on the loaded
+        weights and probe it, retrying with backoff until that works or the engine closes."""
+        name, cause = self.info.model_name, _describe(exc)
+        failing = f"engine {name!r} is restarting after a failure ({cause})"
+        with self._wakeup:
+            log.error("engine %r: engine step failed; failing %d in-flight requests and restarting",
+                      name, len(self._streams), exc_info=exc)
+            self._health = EngineHealth(False, failing)
+            self._fail_everything(f"engine {name!r} failed: {cause}")
+            # NOTE: drop the failed pool first, so a restart never holds two KV pools at once.
+            self._core.runner.kv_cache = None
+        delay = RESTART_BACKOFF_S
+        for attempt in itertools.count(1):
+            with self._wakeup:
+                if self._closing:
+                    return
+            try:
+                self._restart()
+                log.warning("engine %r: restarted (attempt %d)", name, attempt)
+                return
+            except Exception as retry_exc:
+                log.error("engine %r: restart attempt %d failed; next in %.2f s", name, attempt,
+                          delay, exc_info=retry_exc)
+                with self._wakeup:
+                    self._health = EngineHealth(False, f"{failing}; {attempt} restart attempt(s) "
+                                                       f"failed, the last: {_describe(retry_exc)}")
+                    self._wakeup.wait(delay)  # close() wakes it
+                delay = min(2 * delay, RESTART_BACKOFF_MAX_S)
+
+    def _restart(self) -> None:
+        core = self._new_core()
+        self._probe(core)
+        with self._wakeup:
+            self._core = core
+            self._health = EngineHealth(True)
+
+    def _probe(self, core: EngineCore) -> None:
+        """One tiny greedy request through ``core``; raises unless it finishes normally."""
+        request = EngineRequest(f"__probe-{next(self._probe_ids)}", self._probe_prompt,
+                                SamplingConfig(max_tokens=1, ignore_eos=True))
+        with self._wakeup:
+            core.add(request)
+        for _ in range(PROBE_MAX_STEPS):
+            for event in core.step():
+                if isinstance(event, RequestResult):
+                    if event.finish_reason != "length":
+                        raise EngineUnavailableError(
+                            f"the probe request ended {event.finish_reason!r}: {event.error}")
+                    return
+        raise EngineUnavailableError(f"the probe request did not finish in {PROBE_MAX_STEPS} steps")
+
+    def _fail_everything(self, message: str) -> None:
+        """An "error" result, now, for every request that has a stream (call with the lock)."""
+        try:
+            results = self._core.abandon_all(message)
+        except Exception:  # NOTE: the streams below still get a result, without partial output
+            log.exception("engine %r: could not collect the failed requests' output", self.info.model_name)
+            results = []
+        covered = {r.request_id for r in results}
+        results += [RequestResult(rid, (), "", 0, 0, 0, "error", message)
+                    for rid in self._streams if rid not in covered]
+        self._deliver(results)
 
     def _deliver(self, events: list[Event]) -> None:
         by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Queue, Event]]] = defaultdict(list)
@@ -219,6 +332,10 @@ class EmbeddedEngine:
                 loop.call_soon_threadsafe(_put_all, items)
             except RuntimeError:
                 pass  # the caller's event loop is gone; nobody is listening any more
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _put_all(items: list[tuple[asyncio.Queue, Event]]) -> None:

@@ -18,7 +18,7 @@ from typing import AsyncIterator, Sequence
 from urllib.parse import urlsplit
 
 from helium_trt.engine.base import (
-    EngineInfo, EngineRequest, RequestResult, RetentionRange, TokenDelta, Tokenizer, WarmResult,
+    EngineHealth, EngineInfo, EngineRequest, RequestResult, RetentionRange, TokenDelta, Tokenizer, WarmResult,
 )
 from helium_trt.errors import EngineUnavailableError, InvalidRequestError
 
@@ -74,6 +74,10 @@ class OpenAIHttpEngine:
 
     def num_free_blocks(self) -> int:
         return self.info.num_blocks
+
+    def health(self) -> EngineHealth:
+        """Always healthy: a baseline peer, whose failures show in each call's result."""
+        return EngineHealth(True)
 
     async def close(self) -> None:
         return None

@@ -27,6 +27,7 @@ import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
 from helium_trt.engine.base import (
+    EngineHealth,
     EngineInfo,
     EngineRequest,
     RequestResult,
@@ -79,6 +80,7 @@ class TritonEngine:
         self._extra_stop_ids = tuple(t for t in info.eos_token_ids if t != end_id)
         self._active: set[str] = set()
         self._cancelled: set[str] = set()
+        self._closed = False
         # Warm-up ids carry a random tag: several clients may share one Triton server.
         tag = uuid.uuid4().hex[:8]
         self._warm_ids = (f"{tag}-{n}" for n in itertools.count())
@@ -148,7 +150,15 @@ class TritonEngine:
         """Estimate: configured blocks minus those this client believes it filled."""
         return max(0, self.info.num_blocks - len(self._ledger))
 
+    def health(self) -> EngineHealth:
+        """Healthy until closed. NOTE: a first cut; a server that stops answering is not seen
+        here (yet), its calls fail one by one."""
+        if self._closed:
+            return EngineHealth(False, f"engine {self.info.model_name!r} at {self.config.url} is closed")
+        return EngineHealth(True)
+
     async def close(self) -> None:
+        self._closed = True
         for request_id in list(self._active):
             await self.cancel(request_id)
         await self._transport.close()

@@ -1,0 +1,107 @@
+"""A failing embedded engine fails fast and says so: every in-flight request ends at once with an
+error naming the engine, the engine reports itself unhealthy and refuses new requests at once,
+then rebuilds its state on the weights it already holds, probes it, and serves again."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from engine_helpers import collect, request, run_all
+
+from helium_trt.engine.base import Engine, EngineHealth, RequestResult
+from helium_trt.engine.runner import ModelRunner
+from helium_trt.engine.scheduler import Scheduler
+from helium_trt.errors import EngineUnavailableError
+
+
+class Fault:
+    """Makes ``cls.method`` raise while ``on`` (for every instance: also the rebuilt engine's)."""
+
+    def __init__(self, monkeypatch, cls, method: str, *, on: bool = False, times: int | None = None):
+        self.on = on
+        self.times = times  # None: until switched off
+        self.num_raised = 0
+        real = getattr(cls, method)
+
+        def faulty(instance, *args, **kwargs):
+            if self.on and (self.times is None or self.num_raised < self.times):
+                self.num_raised += 1
+                raise RuntimeError(f"injected fault in {cls.__name__}.{method}")
+            return real(instance, *args, **kwargs)
+
+        monkeypatch.setattr(cls, method, faulty)
+
+
+def _prompt(engine, name: str) -> list[int]:
+    return engine.tokenizer.encode(f"Request {name}: list three primary colors, then explain why.")
+
+
+async def _last(stream):
+    return [item async for item in stream][-1]
+
+
+def _wait_health(engine, healthy: bool, timeout_s: float = 10.0) -> EngineHealth:
+    deadline = time.monotonic() + timeout_s
+    while (health := engine.health()).healthy is not healthy:
+        assert time.monotonic() < deadline, f"engine still {health}"
+        time.sleep(0.01)
+    return health
+
+
+def test_a_failed_forward_pass_fails_every_request_at_once_then_the_engine_restarts(
+        embedded_engine, monkeypatch):
+    engine = embedded_engine
+    name = engine.info.model_name
+    assert isinstance(engine, Engine) and engine.health() == EngineHealth(True)
+    model = engine.model
+    alone = run_all(engine, [request("alone", _prompt(engine, "z"), max_tokens=6)])[0]
+    fault = Fault(monkeypatch, ModelRunner, "run")
+
+    async def in_flight():
+        streams = [engine.generate(request(f"r{i}", _prompt(engine, str(i)), max_tokens=200,
+                                           ignore_eos=True)) for i in range(3)]
+        await asyncio.gather(*(anext(s) for s in streams))  # all three are decoding
+        fault.on = True
+        started = time.monotonic()
+        results = await asyncio.wait_for(asyncio.gather(*(_last(s) for s in streams)), 5)
+        return results, time.monotonic() - started
+
+    results, elapsed = asyncio.run(in_flight())
+    assert elapsed < 1.0
+    for result in results:
+        assert isinstance(result, RequestResult) and result.finish_reason == "error"
+        assert f"engine {name!r} failed" in result.error and "injected fault" in result.error
+    health = _wait_health(engine, False)
+    assert name in health.reason and "injected fault" in health.reason
+    # While the fault persists the restart probe fails too: still unhealthy, new calls refused.
+    time.sleep(0.3)
+    assert not engine.health().healthy and fault.num_raised >= 2
+    with pytest.raises(EngineUnavailableError, match=f"engine {name!r}"):
+        engine.generate(request("refused", _prompt(engine, "z"), max_tokens=2))
+
+    fault.on = False
+    _wait_health(engine, True)
+    assert engine.model is model  # rebuilt on the loaded weights, never reloaded
+    again = run_all(engine, [request("again", _prompt(engine, "z"), max_tokens=6)])[0]
+    assert again.output_token_ids == alone.output_token_ids
+    assert engine.num_held_blocks() == 0
+
+
+def test_a_failure_outside_the_forward_pass_does_not_kill_the_engine(embedded_engine, monkeypatch):
+    engine = embedded_engine
+    fault = Fault(monkeypatch, Scheduler, "schedule", on=True, times=1)
+
+    async def main():
+        return await asyncio.wait_for(
+            collect(engine, request("s", _prompt(engine, "s"), max_tokens=4)), 5)
+
+    _, result = asyncio.run(main())
+    assert result.finish_reason == "error" and "Scheduler.schedule" in result.error
+    assert fault.num_raised == 1
+    _wait_health(engine, True)
+    after = run_all(engine, [request("after", _prompt(engine, "s"), max_tokens=4)])[0]
+    assert after.finish_reason == "length" and after.error is None
+    assert engine.num_held_blocks() == 0
