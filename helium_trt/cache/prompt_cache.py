@@ -11,6 +11,7 @@ the optimizer look calls up at plan time without a tokenizer.
 
 from __future__ import annotations
 
+import threading
 from collections import Counter, OrderedDict
 from dataclasses import dataclass
 
@@ -29,7 +30,10 @@ class PromptCacheStats:
 
 
 class PromptResultCache:
-    """LRU over entries whose size is the UTF-8 bytes of prompt + output (+ model name)."""
+    """LRU over entries whose size is the UTF-8 bytes of prompt + output (+ model name).
+
+    Thread-safe: planning (lookups) runs in worker threads while the event loop stores results.
+    """
 
     def __init__(self, max_bytes: int = 64 << 20) -> None:
         self.max_bytes = max_bytes
@@ -37,6 +41,7 @@ class PromptResultCache:
         self._num_by_call: Counter[tuple[str, tuple]] = Counter()  # (model, config key) -> entries
         self._num_bytes = 0
         self._num_hits = self._num_misses = self._num_evictions = 0
+        self._lock = threading.Lock()
 
     # ---- public API ----------------------------------------------------------------------------
 
@@ -45,13 +50,14 @@ class PromptResultCache:
         if not config.is_deterministic:
             return None
         key = (model, prompt_text, config_key(config))
-        found = self._entries.get(key)
-        if found is None:
-            self._num_misses += 1
-            return None
-        self._entries.move_to_end(key)
-        self._num_hits += 1
-        return found
+        with self._lock:
+            found = self._entries.get(key)
+            if found is None:
+                self._num_misses += 1
+                return None
+            self._entries.move_to_end(key)
+            self._num_hits += 1
+            return found
 
     def may_hold(self, model: str, config: GenerationConfig) -> bool:
         """False when no entry has this model and config: no prompt of such a call can hit, so
@@ -66,14 +72,15 @@ class PromptResultCache:
         size = _entry_bytes(key, output)
         if size > self.max_bytes:
             return False
-        old = self._entries.pop(key, None)
-        if old is not None:
-            self._num_bytes -= _entry_bytes(key, old)
-        else:
-            self._num_by_call[(model, key[2])] += 1
-        self._entries[key] = output
-        self._num_bytes += size
-        self._evict_to(self.max_bytes)
+        with self._lock:
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._num_bytes -= _entry_bytes(key, old)
+            else:
+                self._num_by_call[(model, key[2])] += 1
+            self._entries[key] = output
+            self._num_bytes += size
+            self._evict_to(self.max_bytes)
         return True
 
     def stats(self) -> PromptCacheStats:

@@ -12,6 +12,9 @@ class RunOptions:
     ``max_inflight`` bounds calls in flight per engine (1 = one call at a time).
     ``max_prompt_tokens`` is the server's cap on one LLM call's prompt (None: only the engine's
     context window); a client does not set it (helium.v1.RunOptions has no such field).
+    ``max_calls`` caps the LLM calls the run may make, list fan-out included (checked at plan
+    time); ``max_prompt_bytes`` caps one rendered prompt or formatted value, checked before it
+    is tokenized. Both are server limits (None: none), like ``max_prompt_tokens``.
     ``tool_call_timeout_s``: how long a tool call may wait for its result before its row fails
     with DEADLINE_EXCEEDED (None: no limit; the server applies its default and cap).
     """
@@ -28,6 +31,8 @@ class RunOptions:
     max_inflight: int = 16
     max_prompt_tokens: int | None = None
     tool_call_timeout_s: float | None = None
+    max_calls: int | None = None
+    max_prompt_bytes: int | None = None
 
 
 ALL_RULES = frozenset({"eliminate_dead_ops", "merge_identical_ops", "fold_constants",

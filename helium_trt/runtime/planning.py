@@ -12,6 +12,7 @@ from helium_trt.errors import ResourceExhaustedError
 from helium_trt.optimizer import OptimizeContext, optimize
 from helium_trt.optimizer.driver import OptimizeResult
 from helium_trt.plan.chat import CHATML, ChatFormat
+from helium_trt.plan.fanout import count_llm_calls
 from helium_trt.plan.graph import Plan
 from helium_trt.runtime.calls import PlannedCalls, SegmentTokenizer, plan_calls
 from helium_trt.runtime.options import RunOptions
@@ -54,6 +55,8 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
                           prompt_cache=caches.prompt_cache if options.prompt_cache else None)
     optimized = optimize(Plan(plan.ops, plan.name, tuple(rows)), ctx=ctx,
                          disabled=options.disabled_rules)
+    if options.max_calls is not None:
+        check_num_calls(optimized.plan, rows, options.max_calls)
     tok = SegmentTokenizer(engines[0].tokenizer)
     calls = plan_calls(optimized.plan, rows, fmt, tok, caches.output_lengths)
     config = SchedulerConfig(
@@ -70,6 +73,16 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
     schedule = build_schedule(calls.specs, config, resident, with_estimate, calls.packed)
     return PreparedRun(optimized, calls, schedule, fmt, tok,
                        (time.perf_counter() - start) * 1000.0)
+
+
+def check_num_calls(plan: Plan, rows: Sequence[dict], limit: int) -> None:
+    """Refuse the run before any tokenizing or engine work when it would make more than
+    ``limit`` LLM calls (one row's list column can fan out to thousands)."""
+    num_calls = count_llm_calls(plan, rows)
+    if num_calls > limit:
+        raise ResourceExhaustedError(
+            f"the request would make {num_calls:,} LLM calls (list elements included), over "
+            f"the server's limit of {limit:,} calls per request")
 
 
 def check_prompt_tokens(calls: PlannedCalls, limit: int) -> None:

@@ -66,7 +66,9 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
     start = time.perf_counter()
     rows = tuple(rows if rows is not None else plan.rows)
     caches = caches if caches is not None else RuntimeCaches()
-    prepared = prepare_run(plan, rows, engines, options, caches)
+    # NOTE: off the event loop: planning tokenizes every prompt it knows (the tokenizer releases
+    # the GIL on long texts), so other requests' RPCs keep answering meanwhile.
+    prepared = await asyncio.to_thread(prepare_run, plan, rows, engines, options, caches)
     stats = StatsAccumulator(num_rows=len(rows), planning_ms=prepared.planning_ms,
                              num_ops_before=len(plan.ops), num_ops_after=len(prepared.optimized.plan))
     queue: asyncio.Queue = asyncio.Queue()

@@ -49,6 +49,14 @@ class ServerLimits:
     # How long a Session's tool call waits for the client's result (None: forever); a request's
     # own RunOptions.tool_call_timeout_ms may only shorten it.
     tool_call_timeout_s: float | None = 300.0
+    # Bytes of one row value (a string, or a list's strings together) and of all of a request's
+    # rows: checked on the protobuf message, before any value becomes Python text or tokens.
+    max_value_bytes: int = 1 << 20
+    max_rows_bytes: int = 16 << 20
+    # Bytes of one rendered prompt (or formatted value), checked before it is tokenized.
+    max_prompt_bytes: int = 4 << 20
+    # LLM calls one request may make, list fan-out included; checked at plan time.
+    max_calls: int = 4096
 
 
 def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
@@ -65,6 +73,22 @@ def check_limits(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
     if num_ops > limits.max_ops:
         raise ResourceExhaustedError(
             f"{num_ops} operators (loops unrolled) exceed the server's limit of {limits.max_ops}")
+    _check_row_bytes(request, limits)
+
+
+def _check_row_bytes(request: service_pb2.RunRequest, limits: ServerLimits) -> None:
+    num_bytes = 0
+    for i, row in enumerate(request.rows):
+        for column, value in row.fields.items():
+            size = value.ByteSize()
+            if size > limits.max_value_bytes:
+                raise ResourceExhaustedError(
+                    f"field 'rows[{i}].{column}': {size:,} bytes exceed the server's limit of "
+                    f"{limits.max_value_bytes:,} bytes per row value")
+        num_bytes += row.ByteSize()
+    if num_bytes > limits.max_rows_bytes:
+        raise ResourceExhaustedError(f"field 'rows': {num_bytes:,} bytes exceed the server's "
+                                     f"limit of {limits.max_rows_bytes:,} bytes of rows per request")
 
 
 @dataclass
@@ -108,7 +132,9 @@ class HeliumCore:
         plan, rows, options = run_request_inputs(request)
         tool_timeouts = (options.tool_call_timeout_s, self.limits.tool_call_timeout_s)
         options = replace(options, max_prompt_tokens=self.limits.max_prompt_tokens,
-                          tool_call_timeout_s=min(filter(None, tool_timeouts), default=None))
+                          tool_call_timeout_s=min(filter(None, tool_timeouts), default=None),
+                          max_calls=self.limits.max_calls,
+                          max_prompt_bytes=self.limits.max_prompt_bytes)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.deadline_ms / 1000.0 if options.deadline_ms else None
         events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,
@@ -137,7 +163,13 @@ class HeliumCore:
             await events.aclose()
 
     async def explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse:
+        # Planning tokenizes every prompt it knows: a worker thread keeps the event loop free.
+        return await asyncio.to_thread(self._explain, request)
+
+    def _explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse:
         plan, rows, options = run_request_inputs(request.request)
+        options = replace(options, max_calls=self.limits.max_calls,
+                          max_prompt_bytes=self.limits.max_prompt_bytes)
         fmt = chat_format_of(self.engines[0])
         prepared = None
         if rows:  # the run's own planning, once: its optimize already consulted the result cache
@@ -175,7 +207,7 @@ class HeliumCore:
         """
         if not request.workflow.ops:
             raise InvalidWorkflowError("the workflow has no operators", field="workflow.ops")
-        prefixes = self._static_prefixes(request.workflow)
+        prefixes = await asyncio.to_thread(self._static_prefixes, request.workflow)
         priority = KEEP_WARM_PRIORITY if request.keep else DEFAULT_RETENTION_PRIORITY
         computed = cached = 0
         for engine in self.engines:

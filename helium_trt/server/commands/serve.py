@@ -38,6 +38,15 @@ def register(subparsers) -> None:
     p.add_argument("--max-message-mb", type=int, default=64, help="gRPC message size limit")
     p.add_argument("--max-prompt-tokens", type=int, default=None, metavar="N",
                    help="prompt tokens per LLM call limit (default: the engine's context window)")
+    p.add_argument("--max-value-bytes", type=int, default=1 << 20, metavar="N",
+                   help="bytes of one row value limit (default 1 MiB)")
+    p.add_argument("--max-rows-bytes", type=int, default=16 << 20, metavar="N",
+                   help="bytes of all of a request's rows limit (default 16 MiB)")
+    p.add_argument("--max-prompt-bytes", type=int, default=4 << 20, metavar="N",
+                   help="bytes of one rendered prompt or formatted value, checked before "
+                   "tokenizing (default 4 MiB)")
+    p.add_argument("--max-calls", type=int, default=4096, metavar="N",
+                   help="LLM calls per request limit, list fan-out included (default 4096)")
     p.add_argument("--tool-call-timeout", type=float, default=300.0, metavar="SECONDS",
                    help="how long a Session's tool call waits for the client's result before "
                    "its row fails with DEADLINE_EXCEEDED (default 300; 0: no limit); a request's "
@@ -88,6 +97,8 @@ async def _serve(args: argparse.Namespace) -> int:
     limits = ServerLimits(max_rows=args.max_rows, max_ops=args.max_ops,
                           max_message_bytes=args.max_message_mb << 20,
                           max_prompt_tokens=args.max_prompt_tokens,
+                          max_value_bytes=args.max_value_bytes, max_rows_bytes=args.max_rows_bytes,
+                          max_prompt_bytes=args.max_prompt_bytes, max_calls=args.max_calls,
                           tool_call_timeout_s=args.tool_call_timeout or None)
     core = HeliumCore(await open_engines(args), limits=limits)
     server, port = await start_server(core, args.address, limits)
