@@ -170,7 +170,7 @@ class _RowRun:
         return dict(zip(op_ids, found))
 
     async def _compute(self, op):
-        fmt = self.ctx.prepared.chat_format
+        fmt, limit = self.ctx.prepared.chat_format, self.ctx.options.max_prompt_bytes
         if isinstance(op, InputOp):
             if op.column not in self.inputs:
                 raise InvalidWorkflowError(f"row {self.row} has no column {op.column!r}",
@@ -179,11 +179,11 @@ class _RowRun:
         if isinstance(op, ConstantOp):
             return op.text
         if isinstance(op, FormatOp):
-            return V.eval_format(op, await self._gather(op.inputs), fmt)
+            return V.eval_format(op, await self._gather(op.inputs), fmt, limit)
         if isinstance(op, ConcatOp):
-            return V.eval_concat(op, await self._gather(op.inputs), fmt)
+            return V.eval_concat(op, await self._gather(op.inputs), fmt, limit)
         if isinstance(op, MapOp):
-            return V.eval_map(op, await self._gather(op.inputs), fmt)
+            return V.eval_map(op, await self._gather(op.inputs), fmt, limit)
         if isinstance(op, SwitchOp):
             chosen = V.choose_branch(op, value_text(await self.value(op.input), fmt))
             return await self.value(chosen)
