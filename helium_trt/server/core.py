@@ -17,7 +17,9 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 from helium_trt.api.convert import plan_from_proto
 from helium_trt.api.events import event_to_proto, run_request_inputs
 from helium_trt.api.helium.v1 import service_pb2
-from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY, Engine, RetentionRange
+from helium_trt.engine.base import (
+    DEFAULT_RETENTION_PRIORITY, Engine, EngineHealth, RetentionRange,
+)
 from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.optimizer import OptimizeContext, optimize
 from helium_trt.cache.trt import build_trt
@@ -220,6 +222,15 @@ class HeliumCore:
                 len(prefixes)
         return service_pb2.WarmResponse(num_prefixes=len(prefixes), tokens_computed=computed,
                                         tokens_already_cached=cached)
+
+    def health(self) -> EngineHealth:
+        """Healthy while every engine is; else each unhealthy engine's reason (with its worker
+        index when there are several)."""
+        healths = [engine.health() for engine in self.engines]
+        prefix = (lambda i: f"worker {i}: ") if len(healths) > 1 else (lambda i: "")
+        reasons = [prefix(i) + (h.reason or "unhealthy") for i, h in enumerate(healths)
+                   if not h.healthy]
+        return EngineHealth(not reasons, "; ".join(reasons) or None)
 
     def stats(self) -> service_pb2.StatsResponse:
         c = self._counters

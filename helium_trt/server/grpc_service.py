@@ -15,9 +15,11 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
+from helium_trt.engine.base import EngineHealth
 from helium_trt.errors import HeliumError
 from helium_trt.server.core import ServerLimits, check_limits
 from helium_trt.server.guard import add_servicer
+from helium_trt.server.health import HealthPolicy, HealthWatcher
 from helium_trt.server.status import grpc_code
 from helium_trt.server.tool_calls import SessionToolCalls
 
@@ -38,6 +40,8 @@ class Core(Protocol):
     async def warm(self, request: service_pb2.WarmRequest) -> service_pb2.WarmResponse: ...
 
     def stats(self) -> service_pb2.StatsResponse: ...
+
+    def health(self) -> EngineHealth: ...
 
 
 class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
@@ -118,8 +122,15 @@ async def _merge(events: AsyncIterator, side: asyncio.Queue) -> AsyncIterator:
 
 
 async def start_server(core: Core, address: str = "127.0.0.1:50051",
-                       limits: ServerLimits = ServerLimits()) -> tuple[grpc.aio.Server, int]:
-    """Start the service with health and reflection; returns the server and its bound port."""
+                       limits: ServerLimits = ServerLimits(),
+                       health_policy: HealthPolicy = HealthPolicy(),
+                       on_give_up: Callable[[str], None] | None = None,
+                       ) -> tuple[grpc.aio.Server, int]:
+    """Start the service with health and reflection; returns the server and its bound port.
+
+    Health ("" and helium.v1.HeliumService) follows ``core.health()`` (server.health); past
+    ``health_policy.give_up_after_s`` unhealthy, ``on_give_up`` is called once with why.
+    """
     options = [("grpc.max_receive_message_length", limits.max_message_bytes),
                ("grpc.max_send_message_length", limits.max_message_bytes)]
     server = grpc.aio.server(options=options)
@@ -135,6 +146,20 @@ async def start_server(core: Core, address: str = "127.0.0.1:50051",
     if port == 0:
         raise OSError(f"cannot bind {address}")
     await server.start()
-    await health.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
-    await health.set("", health_pb2.HealthCheckResponse.SERVING)
+    watcher = HealthWatcher(core, health, (SERVICE_NAME, ""), health_policy, on_give_up)
+    await watcher.check(asyncio.get_running_loop().time())
+    task = asyncio.create_task(_watch_until_stopped(watcher, server), name="helium-health")
+    _watchers.add(task)  # the loop keeps only a weak reference to a task
+    task.add_done_callback(_watchers.discard)
     return server, port
+
+
+_watchers: set[asyncio.Task] = set()
+
+
+async def _watch_until_stopped(watcher: HealthWatcher, server: grpc.aio.Server) -> None:
+    polling = asyncio.create_task(watcher.run())
+    try:
+        await server.wait_for_termination()
+    finally:
+        polling.cancel()

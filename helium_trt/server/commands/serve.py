@@ -51,6 +51,11 @@ def register(subparsers) -> None:
                    help="how long a Session's tool call waits for the client's result before "
                    "its row fails with DEADLINE_EXCEEDED (default 300; 0: no limit); a request's "
                    "tool_call_timeout_ms may only shorten it")
+    p.add_argument("--unhealthy-exit", type=float, default=60.0, metavar="SECONDS",
+                   help="exit with status 3 once an engine has been unhealthy this long without "
+                   "a break (default 60; 0: never). A failed embedded engine fails its requests, "
+                   "restarts itself and is back within about a second once the fault is gone; "
+                   "gRPC health says NOT_SERVING meanwhile")
     p.add_argument("--port-file", metavar="PATH",
                    help="write the bound port here once serving (for scripts and tests)")
     p.set_defaults(func=run)
@@ -93,6 +98,7 @@ async def open_engines(args: argparse.Namespace) -> list:
 async def _serve(args: argparse.Namespace) -> int:
     from helium_trt.server.core import HeliumCore
     from helium_trt.server.grpc_service import ServerLimits, start_server
+    from helium_trt.server.health import HealthPolicy
 
     limits = ServerLimits(max_rows=args.max_rows, max_ops=args.max_ops,
                           max_message_bytes=args.max_message_mb << 20,
@@ -101,17 +107,29 @@ async def _serve(args: argparse.Namespace) -> int:
                           max_prompt_bytes=args.max_prompt_bytes, max_calls=args.max_calls,
                           tool_call_timeout_s=args.tool_call_timeout or None)
     core = HeliumCore(await open_engines(args), limits=limits)
-    server, port = await start_server(core, args.address, limits)
+    stop = asyncio.Event()
+    gave_up: list[str] = []
+
+    def give_up(reason: str) -> None:
+        gave_up.append(reason)
+        stop.set()
+
+    server, port = await start_server(core, args.address, limits,
+                                      HealthPolicy(give_up_after_s=args.unhealthy_exit or None),
+                                      give_up)
     host = args.address.rsplit(":", 1)[0]
     print(f"helium-trt: serving helium.v1.HeliumService on {host}:{port} "
           f"({args.engine} engine, {len(core.engines)} worker(s))", file=sys.stderr, flush=True)
     if args.port_file:
         Path(args.port_file).write_text(f"{port}\n")
-    stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     await server.stop(grace=2.0)
     await core.close()
+    if gave_up:
+        print(f"helium-trt serve: giving up, exiting with status 3: {gave_up[0]}",
+              file=sys.stderr, flush=True)
+        return 3
     return 0
