@@ -20,7 +20,8 @@ from helium_trt.errors import EngineUnavailableError
 class Fault:
     """Makes ``cls.method`` raise while ``on`` (for every instance: also the rebuilt engine's)."""
 
-    def __init__(self, monkeypatch, cls, method: str, *, on: bool = False, times: int | None = None):
+    def __init__(self, monkeypatch, cls, method: str, *, on: bool = False, times: int | None = None,
+                 exc_type: type[BaseException] = RuntimeError):
         self.on = on
         self.times = times  # None: until switched off
         self.num_raised = 0
@@ -29,7 +30,7 @@ class Fault:
         def faulty(instance, *args, **kwargs):
             if self.on and (self.times is None or self.num_raised < self.times):
                 self.num_raised += 1
-                raise RuntimeError(f"injected fault in {cls.__name__}.{method}")
+                raise exc_type(f"injected fault in {cls.__name__}.{method}")
             return real(instance, *args, **kwargs)
 
         monkeypatch.setattr(cls, method, faulty)
@@ -105,3 +106,24 @@ def test_a_failure_outside_the_forward_pass_does_not_kill_the_engine(embedded_en
     after = run_all(engine, [request("after", _prompt(engine, "s"), max_tokens=4)])[0]
     assert after.finish_reason == "length" and after.error is None
     assert engine.num_held_blocks() == 0
+
+
+class _Fatal(BaseException):
+    """Not an Exception: nothing in the engine loop may swallow it."""
+
+
+def test_an_engine_thread_that_stops_says_so_and_fails_its_requests(embedded_engine, monkeypatch):
+    engine = embedded_engine
+    name = engine.info.model_name
+    Fault(monkeypatch, Scheduler, "schedule", on=True, exc_type=_Fatal)
+
+    async def main():
+        return await asyncio.wait_for(
+            collect(engine, request("s", _prompt(engine, "s"), max_tokens=4)), 5)
+
+    _, result = asyncio.run(main())
+    assert result.finish_reason == "error" and f"engine {name!r} stopped" in result.error
+    health = _wait_health(engine, False)
+    assert f"engine {name!r} stopped" in health.reason and "_Fatal" in health.reason
+    with pytest.raises(EngineUnavailableError, match="stopped"):
+        engine.generate(request("refused", _prompt(engine, "s"), max_tokens=2))
