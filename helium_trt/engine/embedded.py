@@ -53,6 +53,16 @@ RESTART_BACKOFF_MAX_S = 1.0
 PROBE_MAX_STEPS = 8
 
 
+@dataclass(frozen=True, slots=True)
+class EngineLoad:
+    """Requests the engine holds right now: running (prefilling or decoding) and waiting."""
+
+    num_running: int
+    num_prefilling: int
+    num_waiting: int
+    max_num_running: int
+
+
 @dataclass(slots=True)
 class _Stream:
     loop: asyncio.AbstractEventLoop
@@ -160,6 +170,13 @@ class EmbeddedEngine:
     def num_held_blocks(self) -> int:
         """Blocks referenced by requests (not only by the prefix cache)."""
         return self.info.num_blocks - self.num_free_blocks()
+
+    def load(self) -> EngineLoad:
+        with self._wakeup:
+            scheduler = self._core.scheduler
+            running = scheduler.running
+            return EngineLoad(len(running), sum(not seq.is_decoding for seq in running),
+                              scheduler.num_waiting, scheduler.config.max_num_seqs)
 
     def health(self) -> EngineHealth:
         return self._health
@@ -288,7 +305,8 @@ class EmbeddedEngine:
         self._probe(core)
         with self._wakeup:
             self._core = core
-            self._health = EngineHealth(True)
+            if not self._closing:  # close() may have come during the probe: stay closed
+                self._health = EngineHealth(True)
 
     def _probe(self, core: EngineCore) -> None:
         """One tiny greedy request through ``core``; raises unless it finishes normally."""
