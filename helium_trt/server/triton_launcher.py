@@ -8,8 +8,11 @@ the server's log instead of writing into site-packages.
 
 The stub embeds libpython and finds its packages through the ``python3`` first on PATH, so the
 model environment's interpreter goes first on PATH and its LIBDIR on LD_LIBRARY_PATH. A missing
-library makes the stub hang rather than fail, hence the readiness deadline. Everything binds to
-127.0.0.1 only; metrics are off (they would otherwise listen on every interface).
+library makes the stub hang rather than fail, hence the readiness deadline.
+
+gRPC, HTTP and Prometheus metrics all bind to one address, 127.0.0.1 unless told otherwise, on
+free ports unless told otherwise. The metrics address is passed explicitly although 2.51 already
+defaults it to --http-address, so a Triton build without HTTP cannot put it on 0.0.0.0.
 """
 
 from __future__ import annotations
@@ -30,10 +33,21 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping
 
-from helium_trt.errors import EngineUnavailableError, ModelNotFoundError
+from helium_trt.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
 
 TRITONSERVER_HOME_ENV = "HELIUM_TRITONSERVER_HOME"
 LOOPBACK = "127.0.0.1"
+_WILDCARDS = {"0.0.0.0": LOOPBACK, "::": "::1", "": LOOPBACK}
+# Options the launcher sets from its own config (TritonLaunchConfig field, `triton up` flag);
+# passing them through would contradict it.
+_OWNED_OPTIONS = {
+    "--model-repository": ("model_repo", "--model-repo"), "--backend-directory": None,
+    "--grpc-address": ("address", "--address"), "--http-address": ("address", "--address"),
+    "--metrics-address": ("address", "--address"), "--grpc-port": ("grpc_port", "--grpc-port"),
+    "--http-port": ("http_port", "--http-port"), "--metrics-port": ("metrics_port", "--metrics-port"),
+    "--allow-metrics": ("metrics", "--no-metrics"), "--log-file": ("log_path", "--log-file"),
+    "--log-verbose": ("log_verbose", "--log-verbose"),
+}
 _PY_BACKEND_FILES = ("libtriton_python.so", "triton_python_backend_utils.py")
 _STUB = "triton_python_backend_stub"
 _NUM_LOG_LINES_IN_ERRORS = 40
@@ -50,11 +64,22 @@ class TritonInstall:
 
 @dataclass(frozen=True, slots=True)
 class TritonLaunchConfig:
-    """How to run tritonserver. Ports None pick free ones; ``python`` is the model environment."""
+    """How to run tritonserver. Ports None pick free ones; ``python`` is the model environment.
+
+    ``address`` is where gRPC, HTTP and metrics listen. A ``log_path`` given is kept after the
+    server stops (the default log lives in a temporary directory removed on stop).
+    ``extra_args`` go to tritonserver after the launcher's own options, so an option given there
+    (``--pinned-memory-pool-byte-size``, ``--exit-timeout-secs``, ...) overrides the launcher's
+    default; options this config already holds are refused (``check_extra_args``).
+    """
 
     model_repo: Path
     grpc_port: int | None = None
     http_port: int | None = None
+    metrics_port: int | None = None
+    address: str = LOOPBACK
+    metrics: bool = True
+    extra_args: tuple[str, ...] = ()
     startup_timeout_s: float = 180.0
     stop_timeout_s: float = 30.0
     python: str = sys.executable
@@ -76,7 +101,7 @@ def find_tritonserver() -> TritonInstall:
     spec = importlib.util.find_spec("pytriton")
     if spec is None or not spec.submodule_search_locations:
         raise EngineUnavailableError(
-            "tritonserver not found: install it with `pip install --no-deps nvidia-pytriton==0.7.0` "
+            "tritonserver not found: install it with `pip install nvidia-pytriton==0.7.0` "
             f"(see docs/triton.md) or set ${TRITONSERVER_HOME_ENV} to a Triton install"
         )
     root = Path(spec.submodule_search_locations[0]) / "tritonserver"
@@ -87,11 +112,33 @@ def find_tritonserver() -> TritonInstall:
     return TritonInstall(root / "bin" / "tritonserver", root / "backends", stub)
 
 
-def pick_free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
+def pick_free_port(address: str = LOOPBACK) -> int:
+    """A TCP port free on ``address`` right now (the OS picks it)."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.bind((address, 0))
         return sock.getsockname()[1]
+
+
+def check_extra_args(extra_args: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    """``extra_args`` as a tuple, or InvalidRequestError naming an option the launcher owns."""
+    args = tuple(extra_args)
+    if args and not args[0].startswith("-"):
+        raise InvalidRequestError(f"tritonserver option expected, got {args[0]!r}: options start with --")
+    for arg in args:
+        name = arg.split("=", 1)[0]
+        if name in _OWNED_OPTIONS:
+            owner = _OWNED_OPTIONS[name]
+            instead = (f"set TritonLaunchConfig.{owner[0]} (`triton up {owner[1]}`) instead" if owner
+                       else "the launcher sets it")
+            raise InvalidRequestError(f"tritonserver option {name} cannot be passed through: {instead}")
+    return args
+
+
+def _url_host(address: str) -> str:
+    """The host part of a URL that reaches a server bound to ``address`` from this machine."""
+    host = _WILDCARDS.get(address, address)
+    return f"[{host}]" if ":" in host else host
 
 
 class TritonServer:
@@ -104,19 +151,29 @@ class TritonServer:
     def __init__(self, config: TritonLaunchConfig, install: TritonInstall | None = None):
         self.config = config
         self.install = install or find_tritonserver()
-        self.grpc_port = config.grpc_port or pick_free_port()
-        self.http_port = config.http_port or pick_free_port()
+        self.extra_args = check_extra_args(config.extra_args)
+        self.grpc_port = config.grpc_port or pick_free_port(config.address)
+        self.http_port = config.http_port or pick_free_port(config.address)
+        self.metrics_port = (config.metrics_port or pick_free_port(config.address)) if config.metrics else None
         self._workdir = tempfile.TemporaryDirectory(prefix="helium-triton-")
         self.log_path = config.log_path or Path(self._workdir.name) / "tritonserver.log"
         self._process: subprocess.Popen | None = None
 
     @property
     def grpc_url(self) -> str:
-        return f"{LOOPBACK}:{self.grpc_port}"
+        """host:port reaching the gRPC endpoint from this machine (loopback for a wildcard address)."""
+        return f"{_url_host(self.config.address)}:{self.grpc_port}"
 
     @property
     def http_url(self) -> str:
-        return f"http://{LOOPBACK}:{self.http_port}"
+        return f"http://{_url_host(self.config.address)}:{self.http_port}"
+
+    @property
+    def metrics_url(self) -> str | None:
+        """The Prometheus endpoint (``.../metrics``), None with metrics off."""
+        if self.metrics_port is None:
+            return None
+        return f"http://{_url_host(self.config.address)}:{self.metrics_port}/metrics"
 
     def __enter__(self) -> TritonServer:
         return self.start()
@@ -142,17 +199,25 @@ class TritonServer:
         return self
 
     def command(self, repo: Path) -> list[str]:
+        address = self.config.address
+        if self.metrics_port is None:
+            metrics = ["--allow-metrics=false"]
+        else:
+            metrics = ["--allow-metrics=true", f"--metrics-address={address}", f"--metrics-port={self.metrics_port}"]
         return [
             str(self.install.binary),
             f"--model-repository={repo}",
             f"--backend-directory={self._backend_directory()}",
-            f"--grpc-address={LOOPBACK}", f"--grpc-port={self.grpc_port}",
-            f"--http-address={LOOPBACK}", f"--http-port={self.http_port}",
-            "--allow-metrics=false",
+            f"--grpc-address={address}", f"--grpc-port={self.grpc_port}",
+            f"--http-address={address}", f"--http-port={self.http_port}",
+            *metrics,
+            # NOTE: no pinned host memory by default: the CPU stand-in has no use for it; a GPU
+            # node can pass --pinned-memory-pool-byte-size=N through extra_args.
             "--pinned-memory-pool-byte-size=0",
             "--exit-on-error=true",
             f"--exit-timeout-secs={max(1, int(self.config.stop_timeout_s) - 5)}",
             f"--log-verbose={self.config.log_verbose}",
+            *self.extra_args,
         ]
 
     def environment(self) -> dict[str, str]:
