@@ -28,6 +28,7 @@ from helium_trt.engine.trtllm_contract import (
     tensors_to_request,
     tokens_to_tensors,
 )
+from helium_trt.engine.trtllm_metrics import TrtllmGauges, engine_stats
 from helium_trt.errors import EngineUnavailableError, HeliumError, RequestCancelledError
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,9 @@ class StandInConfig:
 class StandInServer:
     """Serves tensorrt_llm-contract requests on an engine (EmbeddedEngine unless one is given)."""
 
-    def __init__(self, config: StandInConfig, engine=None):
+    def __init__(self, config: StandInConfig, engine=None, gauges: TrtllmGauges | None = None):
+        """``gauges``: where to publish the TensorRT-LLM backend's KV-cache block and request
+        metrics (the model adapter binds them to Triton's metrics), refreshed after every step."""
         if engine is None:
             from helium_trt.engine.embedded import EmbeddedEngine
 
@@ -92,6 +95,9 @@ class StandInServer:
         self.engine = engine
         self._record_lock = threading.Lock()
         self._anonymous_ids = itertools.count()
+        self._gauges = gauges
+        self._num_reused_blocks = 0
+        self._publish_metrics()
 
     async def serve(self, tensors: Mapping[str, np.ndarray], request_id: str, sink: ResponseSink) -> None:
         """Serve one request to completion on the running event loop; errors go to ``sink``.
@@ -117,6 +123,8 @@ class StandInServer:
         except Exception as exc:  # never leave a Triton request without its final response
             log.exception("stand-in request %s failed", request_id)
             sink.send_error(EngineUnavailableError(f"stand-in failed: {exc}"))
+        finally:
+            self._publish_metrics()  # a cancelled or failed request has released its blocks
 
     def close(self) -> None:
         asyncio.run(self.engine.close())
@@ -130,6 +138,7 @@ class StandInServer:
         emitted: list[int] = []
         cancel_sent = False
         async for item in stream:
+            self._observe_step(item)
             if isinstance(item, TokenDelta):
                 new = [t for t in item.token_ids if t != parsed.end_id]
                 if parsed.streaming and held and new:
@@ -148,6 +157,21 @@ class StandInServer:
                 sink.send_error(RequestCancelledError(f"request {request.request_id!r} was cancelled"))
                 return
             sink.send(self._final_tensors(parsed, held, emitted, item), final=True)
+
+    def _observe_step(self, item: TokenDelta | RequestResult) -> None:
+        """Each stream item comes from one engine step: count reused blocks, refresh the gauges."""
+        if isinstance(item, RequestResult):
+            self._num_reused_blocks += item.num_cached_tokens // self.engine.info.block_size
+        self._publish_metrics()
+
+    def _publish_metrics(self) -> None:
+        if self._gauges is None:
+            return
+        try:
+            self._gauges.publish(*engine_stats(self.engine, self._num_reused_blocks))
+        except Exception:  # NOTE: metrics never fail a request; they stop at the first failure
+            log.exception("stand-in metrics failed; not publishing them any more")
+            self._gauges = None
 
     def _final_tensors(self, parsed: ParsedRequest, held: list[int], emitted: list[int],
                        result: RequestResult) -> dict[str, np.ndarray]:

@@ -33,6 +33,7 @@ class TritonDeployment:
     model_dir: Path
     record_path: Path | None  # None unless the CPU stand-in is recording requests
     log_path: Path | None
+    metrics_url: str | None = None  # Triton's Prometheus endpoint, where this session started it
 
     @property
     def is_standin(self) -> bool:
@@ -97,7 +98,7 @@ def triton_server(triton_model_dir, tmp_path_factory):
     config = TritonLaunchConfig(model_repo=Path(custom_repo or REPO_ROOT / "model_repo"), env=env,
                                 log_path=workdir / "tritonserver.log", stop_timeout_s=8)
     with TritonServer(config, install) as server:
-        yield TritonDeployment(server.grpc_url, triton_model_dir, record_path, server.log_path)
+        yield TritonDeployment(server.grpc_url, triton_model_dir, record_path, server.log_path, server.metrics_url)
 
 
 def _skip_outside_ci(reason: str) -> None:

@@ -9,6 +9,7 @@ import pytest
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig
 from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
+from helium_trt.engine.trtllm_metrics import TrtllmGauges
 from helium_trt.engine.trtllm_standin import StandInConfig, StandInServer
 from helium_trt.errors import InvalidRequestError, RequestCancelledError
 
@@ -81,3 +82,62 @@ def test_errors_and_cancellation_reach_the_sink(server):
                       FakeSink(cancel_after=2))
     assert isinstance(cancelled.errors[-1], RequestCancelledError)
     assert 2 <= len(cancelled.responses) < 499
+
+
+class FakeFamilies:
+    """pb_utils.MetricFamily's shape; ``values`` maps (family, label value) to the last value set."""
+
+    def __init__(self):
+        self.values: dict[tuple[str, str], float] = {}
+        self.labels: list[dict] = []
+        self.num_sets = 0
+
+    def __call__(self, name, description):
+        families = self
+
+        class Family:
+            def Metric(self, labels):
+                families.labels.append(labels)
+                category = labels.get("kv_cache_block_type") or labels["request_type"]
+
+                class Gauge:
+                    def set(self, value):
+                        families.values[(name, category)] = value
+                        families.num_sets += 1
+
+                return Gauge()
+
+        return Family()
+
+    def kv(self, label_value):
+        return self.values[("nv_trt_llm_kv_cache_block_metrics", label_value)]
+
+
+def test_kv_cache_block_and_request_gauges_follow_each_step(server):
+    families = FakeFamilies()
+    metered = StandInServer(server.config, engine=server.engine, gauges=TrtllmGauges(families, "tensorrt_llm", "1"))
+    assert families.kv("max") == 64 and families.kv("tokens_per") == 16
+    assert families.kv("used") == 0 and families.kv("free") == 64 and families.kv("reused") == 0
+    assert all(labels["model"] == "tensorrt_llm" and labels["version"] == "1" for labels in families.labels)
+
+    class SnapshotSink(FakeSink):
+        def send(self, tensors, final):
+            super().send(tensors, final)
+            self.snapshots = getattr(self, "snapshots", []) + [dict(families.values)]
+
+    prompt = range(100, 140)  # 40 tokens: 2 full blocks, a third partly filled
+    during = serve(metered, tensors_for(prompt, max_tokens=6, ignore_eos=True), "m1", SnapshotSink())
+    first = during.snapshots[0]
+    used = first[("nv_trt_llm_kv_cache_block_metrics", "used")]
+    assert used == 3 and first[("nv_trt_llm_kv_cache_block_metrics", "free")] == 61
+    assert first[("nv_trt_llm_kv_cache_block_metrics", "fraction")] == 3 / 64
+    assert first[("nv_trt_llm_request_metrics", "active")] == 1
+    assert first[("nv_trt_llm_request_metrics", "max")] == server.engine.config.max_num_seqs
+    # finished: its blocks stay cached but count as free, as in TensorRT-LLM
+    assert families.kv("used") == 0 and families.kv("free") == 64 and families.kv("fraction") == 0
+    assert families.values[("nv_trt_llm_request_metrics", "active")] == 0
+    serve(metered, tensors_for(prompt, max_tokens=2, ignore_eos=True), "m2")
+    assert families.kv("reused") == 2  # the two full prompt blocks
+    num_sets = families.num_sets
+    metered._publish_metrics()
+    assert families.num_sets == num_sets  # nothing changed, nothing set

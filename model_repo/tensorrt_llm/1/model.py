@@ -2,6 +2,7 @@
 
 Reads the config parameters and request tensors, hands them to
 helium_trt.engine.trtllm_standin, sends what it returns and maps helium errors to TritonError.
+Binds the TensorRT-LLM backend's KV-cache block and request gauges to Triton's custom metrics.
 """
 
 import json
@@ -9,6 +10,7 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
+from helium_trt.engine.trtllm_metrics import TrtllmGauges
 from helium_trt.engine.trtllm_standin import StandInConfig, StandInServer
 from helium_trt.errors import (
     EngineUnavailableError,
@@ -26,6 +28,10 @@ _ERROR_CODES = (
     (RequestCancelledError, "CANCELLED"),
     (EngineUnavailableError, "UNAVAILABLE"),
 )
+
+
+def _gauge_family(name, description):
+    return pb_utils.MetricFamily(name=name, description=description, kind=pb_utils.MetricFamily.GAUGE)
 
 
 class _Sink:
@@ -56,7 +62,8 @@ class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
         params = {key: value.get("string_value", "") for key, value in config.get("parameters", {}).items()}
-        self._server = StandInServer(StandInConfig.from_parameters(params, os.environ))
+        gauges = TrtllmGauges(_gauge_family, args["model_name"], args["model_version"])
+        self._server = StandInServer(StandInConfig.from_parameters(params, os.environ), gauges=gauges)
 
     async def execute(self, requests):
         # NOTE: async: for a decoupled model the stub runs this on its own event loop and keeps
