@@ -72,4 +72,4 @@ set_param kv_cache_free_gpu_mem_fraction "${HELIUM_KV_CACHE_FRACTION:-0.5}"
 echo "tensorrt_llm engine: $HELIUM_TRTLLM_ENGINE_DIR (tokens_per_block $tokens_per_block)"
 cd "$repo_root"
 HELIUM_TRITONSERVER_HOME="$triton_home" HELIUM_TEST_TRITON_REPO="$work/repo" \
-  python3 -m pytest -v tests/integration/test_triton_engine.py tests/integration/test_triton_contract.py "${@:1+strict}"
+  python3 -m pytest -v tests/integration/test_triton_engine.py tests/integration/test_triton_contract.py tests/integration/test_triton_metrics.py "${@:1+strict}"
