@@ -19,6 +19,7 @@ class Explanation:
     result: OptimizeResult
     tree: TemplatedRadixTree
     planning_ms: float
+    chat_format: str = CHATML.source  # where chat prompts' rendering came from
 
 
 def explain(plan: Plan, *, disabled: frozenset[str] = frozenset(),
@@ -29,7 +30,7 @@ def explain(plan: Plan, *, disabled: frozenset[str] = frozenset(),
     result = optimize(plan, ctx=ctx, disabled=disabled)
     tree = build_trt(result.plan, ctx.chat_format)
     planning_ms = (time.perf_counter() - start) * 1000.0
-    return Explanation(result, tree, planning_ms)
+    return Explanation(result, tree, planning_ms, ctx.chat_format.source)
 
 
 def to_text(ex: Explanation, *, verbose: bool = False) -> str:
@@ -53,6 +54,10 @@ def to_text(ex: Explanation, *, verbose: bool = False) -> str:
     lines += [f"  {describe_op(op)}" for op in after.ops]
     lines.append("== templated radix tree")
     lines.append(ex.tree.render())
+    lines.append(f"== prompts (chat format: {ex.chat_format})")
+    for op_id, text in ex.tree.to_json()["leaves"].items():
+        lines.append(f"  {op_id}:")
+        lines += [f"    | {line}" for line in text.split("\n")]
     lines.append("== shared static prefixes")
     for p in ex.tree.shared_prefixes():
         lines.append(f"  {p.num_chars} chars, {len(p.consumers)} consumers: "
@@ -69,6 +74,7 @@ def to_json(ex: Explanation) -> dict:
                    "changed": list(t.changed), "elapsed_ms": round(t.elapsed_ms, 3)}
                   for t in ex.result.trace if t.did_change],
         "disabled_rules": sorted({t.name for t in ex.result.trace if t.disabled}),
+        "chat_format": ex.chat_format,
         "trt": ex.tree.to_json(),
         "shared_prefixes": [{"text": p.text, "consumers": list(p.consumers),
                              "num_chars": p.num_chars} for p in ex.tree.shared_prefixes()],

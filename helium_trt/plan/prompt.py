@@ -1,23 +1,41 @@
-"""LLM prompts as templates: literal text and placeholders, chat rendered with a ChatFormat (pure).
+"""LLM prompts as templates: literal text and placeholders, chat rendered by the model's format (pure).
 
 ``llm_prompt_template`` expands an LLM op's prompt through constant and format operators, so
 the template holds as much literal text as plan time can know; only values that depend on rows
-or on other LLM calls stay placeholders. The radix tree, the scheduler and the runtime all use
-the same expansion, so what the tree calls a shared prefix is exactly what the engine sees.
+or on other LLM calls stay placeholders. A chat prompt's template comes from rendering the
+conversation with the model's own chat format, a unique sentinel standing in for each
+placeholder, and splitting the text at the sentinels: the template's framing, defaults and
+whitespace become literal text without assuming any format. The radix tree, the scheduler and
+explain read these templates.
 
-Prompts are tokenized segment by segment (each literal and each substituted value on its own),
-so a static prefix tokenizes identically whatever follows it.
+``render_call`` is the exact prompt of one call once its values are known (a chat prompt is
+rendered whole by the chat format, as the model's own preprocessing would), with its data
+marked (plan.chat) so that no value can become a control token.
 """
 
 from __future__ import annotations
 
+import os
+import re
 from typing import Mapping, Sequence
 
-from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.chat import (
+    ChatFormat, ChatTemplateError, mark_conversation, mark_data, render_chat,
+)
 from helium_trt.plan.graph import Plan
-from helium_trt.plan.ops import ConstantOp, FormatOp, Item, LlmOp, Message, Ref, Template
+from helium_trt.plan.ops import ConstantOp, FormatOp, Item, LlmOp, Ref, Segment, Template
 
-Conversation = list[dict]  # [{"role": ..., "content": ...}, ...]
+_SENTINEL = re.compile("\ufdd2([0-9]+)\ufdd3")
+# A spliced conversation of unknown messages renders through stand-ins: (role, is the Ref).
+# The first that the template accepts gives the template; the static text before the history
+# is what every accepted stand-in agrees on (a history may start with a system message).
+_HISTORY_STANDINS = (
+    (("user", True), ("assistant", False)),
+    (("system", True), ("user", False), ("assistant", False)),
+    (("user", True),),
+)
+# A chat message before rendering: (role, content template), or the op id of a spliced history.
+_ChatForm = tuple[str, Template] | str
 
 
 def is_chat_prompt(plan: Plan, llm: LlmOp) -> bool:
@@ -31,39 +49,45 @@ def is_chat_prompt(plan: Plan, llm: LlmOp) -> bool:
 
 
 def llm_prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat) -> Template:
-    """The full prompt of ``llm`` as literal text and Refs (a Ref to a conversation renders as chat)."""
-    src = plan.by_id.get(llm.prompt)
+    """The full prompt of ``llm`` as literal text and Refs (a chat prompt as its model renders it).
+
+    Raises ChatTemplateError (naming ``llm``) when the chat format refuses the conversation.
+    """
     if not is_chat_prompt(plan, llm):
         return merge_literals(_expand_ref(plan, llm.prompt))
-    if isinstance(src, FormatOp) and src.is_chat:
-        body = messages_template(plan, src.messages, fmt)
-    elif isinstance(src, LlmOp) and src.return_history:
-        body = (Ref(llm.prompt),)
-    else:  # a text prompt sent as one user message
-        body = _default_system(fmt) + _message("user", _expand_ref(plan, llm.prompt), fmt)
-    return merge_literals(body + (fmt.generation_prompt,))
+    forms = _chat_forms(plan, llm)
+    rendered, first_error = [], None
+    standins = _HISTORY_STANDINS if any(isinstance(f, str) for f in forms) else _HISTORY_STANDINS[:1]
+    for standin in standins:
+        try:
+            rendered.append(_render_placeholders(forms, standin, fmt, llm.id))
+        except ChatTemplateError as exc:
+            first_error = first_error or exc
+    if not rendered:
+        raise first_error
+    template = _split_at_sentinels(*rendered[0])
+    if len(rendered) > 1 and template and isinstance(template[0], str):
+        heads = [text[:m.start()] if (m := _SENTINEL.search(text)) else text for text, _ in rendered]
+        template = merge_literals((os.path.commonprefix(heads), *template[1:]))
+    return template
 
 
-def messages_template(plan: Plan, messages: Sequence[Message], fmt: ChatFormat) -> Template:
-    out: list = []
-    if messages and messages[0].history is None and messages[0].role != "system":
-        out.extend(_default_system(fmt))
-    for m in messages:
-        if m.history is not None:
-            out.append(Ref(m.history))
-        else:
-            out.extend(_message(m.role, _expand_template(plan, m.template), fmt))
-    return tuple(out)
+def render_call(chat: bool, template: Template, values: Mapping[str, object], prompt_value,
+                fmt: ChatFormat, op_id: str | None = None) -> str:
+    """One call's exact prompt with its data marked (``plan.chat.unmark`` gives the text).
 
-
-def render_conversation(conversation: Conversation, fmt: ChatFormat) -> str:
-    """Chat text of a conversation value (no generation prompt)."""
-    parts = []
-    if conversation and conversation[0]["role"] != "system" and fmt.default_system is not None:
-        parts.append(fmt.message_start.format(role="system") + fmt.default_system + fmt.message_end)
-    for m in conversation:
-        parts.append(fmt.message_start.format(role=m["role"]) + m["content"] + fmt.message_end)
-    return "".join(parts)
+    A text prompt is ``template`` with each placeholder's value as data; a chat prompt is the
+    conversation ``prompt_value`` (a text value: one user message) rendered whole by ``fmt``
+    with a generation prompt, every role and content as data.
+    """
+    if not chat:
+        return "".join(seg if isinstance(seg, str) else
+                       mark_data(value_text(values[seg.op_id], fmt), fmt) for seg in template)
+    if isinstance(prompt_value, list) and prompt_value and isinstance(prompt_value[0], dict):
+        conversation = prompt_value
+    else:
+        conversation = [{"role": "user", "content": value_text(prompt_value, fmt)}]
+    return render_chat(fmt, mark_conversation(conversation, fmt), True, op_id)
 
 
 def static_prefix(template: Template) -> str:
@@ -81,8 +105,7 @@ def substitute(template: Template, values: Mapping[str, object], fmt: ChatFormat
     """Per-segment strings of a template with every Ref replaced by its value.
 
     A conversation value renders with ``fmt``; a list value joins with newlines. Inside a map,
-    ``item``/``index`` fill the Item/Index placeholders. Literal segments are returned as they
-    are, so callers can tokenize segment by segment.
+    ``item``/``index`` fill the Item/Index placeholders.
     """
     out = []
     for seg in template:
@@ -100,23 +123,60 @@ def substitute(template: Template, values: Mapping[str, object], fmt: ChatFormat
 
 
 def value_text(value: object, fmt: ChatFormat) -> str:
+    """A value as prompt text: a conversation rendered by ``fmt`` (no generation prompt), a
+    list one element a line."""
     if isinstance(value, str):
         return value
     if isinstance(value, list) and value and isinstance(value[0], dict):
-        return render_conversation(value, fmt)
+        return render_chat(fmt, value, False)
     if isinstance(value, list):
         return "\n".join(str(v) for v in value)
     raise TypeError(f"cannot render {type(value).__name__} as prompt text")
 
 
-def _message(role: str, content: Template, fmt: ChatFormat) -> Template:
-    return (fmt.message_start.format(role=role), *content, fmt.message_end)
+def _chat_forms(plan: Plan, llm: LlmOp) -> tuple[_ChatForm, ...]:
+    src = plan.by_id.get(llm.prompt)
+    if isinstance(src, FormatOp) and src.is_chat:
+        return tuple(m.history if m.history is not None
+                     else (m.role, _expand_template(plan, m.template)) for m in src.messages)
+    if isinstance(src, LlmOp) and src.return_history:
+        return (llm.prompt,)
+    return (("user", _expand_ref(plan, llm.prompt)),)  # a text prompt sent as one user message
 
 
-def _default_system(fmt: ChatFormat) -> Template:
-    if fmt.default_system is None:
-        return ()
-    return _message("system", (fmt.default_system,), fmt)
+def _render_placeholders(forms: Sequence[_ChatForm], standin, fmt: ChatFormat,
+                         op_id: str) -> tuple[str, list[Segment | None]]:
+    """The conversation rendered with a sentinel for each placeholder; the sentinels' segments
+    (None for a stand-in message that stands for nothing)."""
+    slots: list[Segment | None] = []
+
+    def sentinel(seg: Segment | None) -> str:
+        slots.append(seg)
+        return f"\ufdd2{len(slots) - 1}\ufdd3"
+
+    messages = []
+    for form in forms:
+        if isinstance(form, str):
+            messages.extend({"role": role, "content": sentinel(Ref(form) if is_ref else None)}
+                            for role, is_ref in standin)
+        else:
+            role, template = form
+            content = "".join(seg if isinstance(seg, str) else sentinel(seg) for seg in template)
+            messages.append({"role": role, "content": content})
+    return render_chat(fmt, messages, True, op_id), slots
+
+
+def _split_at_sentinels(text: str, slots: list[Segment | None]) -> Template:
+    out: list = []
+    pos = 0
+    for m in _SENTINEL.finditer(text):
+        out.append(text[pos:m.start()])
+        seg = slots[int(m.group(1))]
+        if seg is not None:
+            out.append(seg)
+        pos = m.end()
+    out.append(text[pos:])
+    return merge_literals(out)
 
 
 def _expand_ref(plan: Plan, op_id: str, depth: int = 0) -> Template:

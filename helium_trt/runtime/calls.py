@@ -1,24 +1,33 @@
 """LLM calls of a plan: which (operator, row) pairs run, their token-level specs for the scheduler,
-and segment-by-segment tokenization of prompts.
+and their prompts' token ids.
 
-Prompts are tokenized one segment at a time (each literal and each substituted value on its
-own) and concatenated, so a static prefix has the same tokens in every call that shares it.
+A prompt's ids are the tokenizer's encoding of the whole rendered prompt, as the model's own
+preprocessing makes them (``PromptTokenizer``: the engine tokenizer's ``encode_prompt``, data
+kept data). What every row's call of an operator shares is its static prefix's *stable* tokens:
+the leading tokens of that encoding that no continuation can change, so the prefix a warm-up
+computes is a token prefix of every prompt that starts with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Mapping, Sequence
 
+from helium_trt.optimizer.known_prompts import known_prompt
 from helium_trt.optimizer.plan_values import RowValues
-from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.chat import ChatFormat, mark_data, unmark
 from helium_trt.plan.graph import Plan
-from helium_trt.plan.ops import CacheFetchOp, LlmOp, Op, Ref, Template
-from helium_trt.plan.prompt import llm_prompt_template
+from helium_trt.plan.ops import (
+    CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, Op, Ref, Template,
+)
+from helium_trt.plan.prompt import is_chat_prompt, llm_prompt_template, render_call, static_prefix
 from helium_trt.scheduler import CallSpec, OutputLengths
 from helium_trt.scheduler.prefix_index import pack
 
 UNKNOWN_TEXT_TOKENS = 32  # estimate for a run-time placeholder not produced by an LLM call
+_MAX_MEMO = 65536
+# Operators whose values plan time can compute from rows (optimizer.plan_values).
+_PLAN_TIME_KINDS = (InputOp, ConstantOp, FormatOp, ConcatOp)
 
 
 def call_id(op_id: str, row: int) -> str:
@@ -34,26 +43,48 @@ def llm_of(op: Op) -> LlmOp | None:
     return None
 
 
-class SegmentTokenizer:
-    """Encodes prompt segments one by one; literal segments are memoized."""
+class PromptTokenizer:
+    """One run's prompt encoding over an engine tokenizer, memoized across its calls.
+
+    ``encode_prompt`` takes a rendered prompt with its data marked (plan.chat) and returns the
+    tokenizer's encoding of the whole text; ``stable_prefix`` the leading tokens of a prefix's
+    encoding that no continuation can change. A tokenizer with only ``encode`` gets the whole
+    unmarked text encoded (its data is not kept from becoming control tokens).
+    """
 
     def __init__(self, tokenizer) -> None:
         self._tokenizer = tokenizer
-        self._memo: dict[str, tuple[int, ...]] = {}
+        self._whole = hasattr(tokenizer, "encode_prompt")
+        self._chunks: dict = {}  # the engine tokenizer's memo of text between control tokens
+        self._texts: dict[str, tuple[int, ...]] = {}
+        self._prefixes: dict[str, tuple[int, ...]] = {}
 
-    def encode(self, text: str) -> tuple[int, ...]:
-        found = self._memo.get(text)
+    def encode_prompt(self, text: str) -> tuple[int, ...]:
+        if not self._whole:
+            return tuple(self._tokenizer.encode(unmark(text)))
+        memo = self._chunks if len(self._chunks) < _MAX_MEMO else None
+        return tuple(self._tokenizer.encode_prompt(text, memo))
+
+    def stable_prefix(self, text: str) -> tuple[int, ...]:
+        found = self._prefixes.get(text)
         if found is None:
-            found = tuple(self._tokenizer.encode(text))
-            if len(self._memo) < 65536:
-                self._memo[text] = found
+            if self._whole:
+                memo = self._chunks if len(self._chunks) < _MAX_MEMO else None
+                found = tuple(self._tokenizer.stable_prefix(text, memo))
+            else:  # NOTE: without the tokenizer's help, the last token may change: leave it out
+                found = tuple(self._tokenizer.encode(unmark(text)))[:-1]
+            if len(self._prefixes) < _MAX_MEMO:
+                self._prefixes[text] = found
         return found
 
-    def encode_segments(self, segments: Sequence[str]) -> tuple[int, ...]:
-        out: list[int] = []
-        for seg in segments:
-            out.extend(self.encode(seg))
-        return tuple(out)
+    def encode(self, text: str) -> tuple[int, ...]:
+        """Ids of plain ``text`` on its own (token counts and estimates)."""
+        found = self._texts.get(text)
+        if found is None:
+            found = tuple(self._tokenizer.encode(text))
+            if len(self._texts) < _MAX_MEMO:
+                self._texts[text] = found
+        return found
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,46 +93,46 @@ class PlannedCalls:
 
     ``packed`` holds each call's known tokens as the scheduler's ``pack`` gives them, built from
     its operator's packed head and its own tail (the scheduler would pack every prompt whole).
+    ``chat`` names the operators whose prompt is a conversation.
     """
 
     specs: dict[str, CallSpec]
     templates: dict[str, Template]
     packed: dict[str, bytes] = field(default_factory=dict)
+    chat: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
 class _OpPrompt:
     """What every row's call of one operator shares, worked out once per plan."""
 
-    head: tuple[int, ...]  # tokens of the literal segments before the first placeholder
+    llm: LlmOp
+    is_chat: bool
+    template: Template
+    head_text: str  # the literal text before the first placeholder
+    head: tuple[int, ...]  # its stable tokens
     packed_head: bytes  # ``pack(head)``
-    # From the first placeholder on: a literal's tokens, or a placeholder's operator id.
-    parts: tuple[tuple[int, ...] | str, ...]
-    unknown_from: tuple[int, ...]  # estimated tokens of parts[i:], when parts[i] has no value
+    first: int  # index in ``template`` of the first placeholder
+    may_be_known: bool  # no LLM call, tool, map or switch upstream: plan time may know it all
+    unknown_from: tuple[int, ...]  # estimated tokens of template[first + i:]
     num_decode_tokens: int
 
 
-class _RowTokens:
-    """Tokens of one row's plan-time values, each encoded once however many calls read it."""
-
-    def __init__(self, values: RowValues, tok: SegmentTokenizer) -> None:
-        self._values, self._tok = values, tok
-        self._memo: dict[str, tuple[int, ...] | None] = {}
-
-    def of(self, op_id: str) -> tuple[int, ...] | None:
-        if op_id in self._memo:
-            return self._memo[op_id]
-        text = self._values.text_of(op_id)
-        found = self._memo[op_id] = None if text is None else self._tok.encode(text)
-        return found
+def render_prompt(calls: PlannedCalls, op_id: str, values: Mapping[str, object], prompt_value,
+                  fmt: ChatFormat) -> str:
+    """One call's rendered prompt with its data marked (``unmark`` gives the model's text)."""
+    return render_call(op_id in calls.chat, calls.templates[op_id], values, prompt_value, fmt,
+                       op_id)
 
 
-def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTokenizer,
+def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTokenizer,
                lengths: OutputLengths) -> PlannedCalls:
     llm_ops = {op.id: llm_of(op) for op in plan.ops if llm_of(op) is not None}
     templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
-    prompts = {op_id: _op_prompt(plan, op_id, templates[op_id], tok, lengths)
-               for op_id in llm_ops}
+    run_time = {op.id for op in plan.ops if not isinstance(op, _PLAN_TIME_KINDS)}
+    prompts = {op_id: _op_prompt(plan, llm, templates[op_id], tok, lengths,
+                                 not plan.nearest_upstream(op_id, run_time))
+               for op_id, llm in llm_ops.items()}
     llm_ids = set(llm_ops)
     deps = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}
     llm_order = [op_id for op_id in plan.topo_order if op_id in llm_ops]
@@ -109,53 +140,81 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: SegmentTo
     specs: dict[str, CallSpec] = {}
     packed: dict[str, bytes] = {}
     for row_index, row in enumerate(rows):
-        row_tokens = _RowTokens(RowValues(plan, row, fmt), tok)
+        values, marks = RowValues(plan, row, fmt), {}
         suffix = call_id("", row_index)  # call_id(op_id, row) is op_id + suffix
         for op_id in llm_order:
             if row_index in hit_rows.get(op_id, ()):
                 continue
             prompt, cid = prompts[op_id], op_id + suffix
-            spec = specs[cid] = _spec(op_id, row_index, prompt, row_tokens, cid,
-                                      tuple([dep + suffix for dep in deps[op_id]]))
-            packed[cid] = prompt.packed_head + pack(spec.known_tokens[len(prompt.head):])
+            known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok)
+            static_len = _common_len(prompt.head, known)
+            specs[cid] = CallSpec(cid, op_id, row_index, known, num_unknown,
+                                  prompt.num_decode_tokens,
+                                  tuple([dep + suffix for dep in deps[op_id]]), static_len)
+            packed[cid] = (prompt.packed_head + pack(known[static_len:])
+                           if static_len == len(prompt.head) else pack(known))
     if any(hit_rows.values()):
         # Dependencies on cache-fetch hits are already satisfied.
         specs = {cid: _drop_missing(s, specs) for cid, s in specs.items()}
-    return PlannedCalls(specs, templates, packed)
+    chat = frozenset(op_id for op_id, p in prompts.items() if p.is_chat)
+    return PlannedCalls(specs, templates, packed, chat)
 
 
-def _op_prompt(plan: Plan, op_id: str, template: Template, tok: SegmentTokenizer,
-               lengths: OutputLengths) -> _OpPrompt:
+def _op_prompt(plan: Plan, llm: LlmOp, template: Template, tok: PromptTokenizer,
+               lengths: OutputLengths, may_be_known: bool) -> _OpPrompt:
     first = next((i for i, seg in enumerate(template) if not isinstance(seg, str)),
                  len(template))
-    head = tok.encode_segments(template[:first])
+    head_text = static_prefix(template)
+    head = tok.stable_prefix(head_text) if head_text else ()
     rest = template[first:]
-    parts = tuple(tok.encode(seg) if isinstance(seg, str) else seg.op_id for seg in rest)
     unknown_from = [0] * (len(rest) + 1)
     for i in range(len(rest) - 1, -1, -1):
         unknown_from[i] = unknown_from[i + 1] + _estimate(plan, rest[i], lengths, tok)
-    llm = llm_of(plan.by_id[op_id])
-    return _OpPrompt(head, pack(head), parts, tuple(unknown_from),
-                     lengths.estimate(op_id, llm.config.max_tokens))
+    return _OpPrompt(llm, is_chat_prompt(plan, llm), template, head_text, head, pack(head),
+                     first, may_be_known, tuple(unknown_from),
+                     lengths.estimate(llm.id, llm.config.max_tokens))
 
 
-def _spec(op_id: str, row: int, prompt: _OpPrompt, row_tokens: _RowTokens, cid: str,
-          deps: tuple[str, ...]) -> CallSpec:
-    """The call's known tokens: the operator's head, then parts until one has no value."""
-    tail: list[int] = []
-    num_unknown = 0
-    for i, part in enumerate(prompt.parts):
-        if isinstance(part, str):
-            part = row_tokens.of(part)
-            if part is None:
-                num_unknown = prompt.unknown_from[i]
-                break
-        tail.extend(part)
-    return CallSpec(cid, op_id, row, prompt.head + tuple(tail), num_unknown,
-                    prompt.num_decode_tokens, deps, len(prompt.head))
+def _known_tokens(op_id: str, prompt: _OpPrompt, values: RowValues, marks: dict[str, str],
+                  fmt: ChatFormat, tok: PromptTokenizer) -> tuple[tuple[int, ...], int]:
+    """(known tokens, estimated unknown tokens) of one row's call: the whole prompt's encoding
+    when plan time knows all of it, else the stable tokens of what it knows up to the first
+    placeholder without a value. ``marks`` memoizes the row's values marked as data."""
+    marked = (known_prompt(prompt.llm, prompt.is_chat, prompt.template, values, fmt, op_id)
+              if prompt.may_be_known else None)
+    if marked is not None:
+        return tok.encode_prompt(marked), 0
+    text = [prompt.head_text]
+    rest = prompt.template[prompt.first:]
+    for i, seg in enumerate(rest):
+        if isinstance(seg, str):
+            text.append(seg)
+            continue
+        value = values.get(seg.op_id) if isinstance(seg, Ref) else None
+        if not isinstance(value, str):  # a conversation is rendered whole, or not at all
+            break
+        marked = marks.get(seg.op_id)
+        if marked is None:
+            marked = marks[seg.op_id] = mark_data(value, fmt)
+        text.append(marked)
+    else:
+        i = len(rest)
+    known = tok.stable_prefix("".join(text)) if len(text) > 1 else prompt.head
+    return known, prompt.unknown_from[i]
 
 
-def _estimate(plan: Plan, seg, lengths: OutputLengths, tok: SegmentTokenizer) -> int:
+def _common_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
+    if b[:len(a)] == a:
+        return len(a)
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def _estimate(plan: Plan, seg, lengths: OutputLengths, tok: PromptTokenizer) -> int:
     if isinstance(seg, str):
         return len(tok.encode(seg))
     llm = llm_of(plan.by_id.get(seg.op_id)) if isinstance(seg, Ref) else None

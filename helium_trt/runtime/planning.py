@@ -14,7 +14,7 @@ from helium_trt.optimizer.driver import OptimizeResult
 from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.fanout import count_llm_calls
 from helium_trt.plan.graph import Plan
-from helium_trt.runtime.calls import PlannedCalls, SegmentTokenizer, plan_calls
+from helium_trt.runtime.calls import PlannedCalls, PromptTokenizer, plan_calls
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.patterns import RE2
 from helium_trt.scheduler import OutputLengths, Schedule, SchedulerConfig, build_schedule
@@ -34,7 +34,7 @@ class PreparedRun:
     calls: PlannedCalls
     schedule: Schedule
     chat_format: ChatFormat
-    tokenizer: SegmentTokenizer
+    tokenizer: PromptTokenizer
     planning_ms: float
 
 
@@ -57,7 +57,7 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
                          disabled=options.disabled_rules)
     if options.max_calls is not None:
         check_num_calls(optimized.plan, rows, options.max_calls)
-    tok = SegmentTokenizer(engines[0].tokenizer)
+    tok = PromptTokenizer(engines[0].tokenizer)
     calls = plan_calls(optimized.plan, rows, fmt, tok, caches.output_lengths)
     config = SchedulerConfig(
         num_workers=len(engines), batch_capacity=max(1, options.max_inflight),

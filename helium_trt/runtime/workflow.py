@@ -22,9 +22,10 @@ from helium_trt.plan.ops import (
     CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, MapOp, OutputOp, Ref,
     SwitchOp, ToolCallOp,
 )
-from helium_trt.plan.prompt import substitute, value_text
+from helium_trt.plan.chat import unmark
+from helium_trt.plan.prompt import value_text
 from helium_trt.runtime import values as V
-from helium_trt.runtime.calls import call_id
+from helium_trt.runtime.calls import call_id, render_prompt
 from helium_trt.runtime.dispatch import CallFailed, Dispatcher
 from helium_trt.runtime.events import (
     Event, OpFinished, OpStarted, RowOutput, RunError, TokenDelta,
@@ -257,14 +258,15 @@ class _RowRun:
     async def _one_call(self, op_id: str, llm: LlmOp, values: dict, prompt_value, item: int):
         """(output value, prompt tokens, cached tokens, output tokens, from result cache)."""
         run = self.ctx
-        segments = substitute(run.prepared.calls.templates[op_id], values, run.prepared.chat_format)
-        text = "".join(segments)
+        marked = render_prompt(run.prepared.calls, op_id, values, prompt_value,
+                               run.prepared.chat_format)
+        text = unmark(marked)
         use_cache = run.options.prompt_cache and llm.config.is_deterministic
         found = run.caches.prompt_cache.lookup(llm.model, text, llm.config) if use_cache else None
         if found is not None:
             run.stats.num_result_cache_hits += 1
             return _with_history(llm, prompt_value, found), 0, 0, 0, True
-        prompt = run.prepared.tokenizer.encode_segments(segments)
+        prompt = run.prepared.tokenizer.encode_prompt(marked)
         limit = run.options.max_prompt_tokens
         if limit is not None and len(prompt) > limit:
             raise ResourceExhaustedError(prompt_over_limit(len(prompt), limit))

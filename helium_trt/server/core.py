@@ -26,7 +26,7 @@ from helium_trt.cache.trt import build_trt
 from helium_trt.optimizer.explain import Explanation, explain, to_json, to_text
 from helium_trt.plan.ops import LlmOp
 from helium_trt.plan.prompt import llm_prompt_template
-from helium_trt.runtime.calls import SegmentTokenizer
+from helium_trt.runtime.calls import PromptTokenizer
 from helium_trt.runtime.events import RunError, RunStats
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
@@ -178,16 +178,16 @@ class HeliumCore:
             prepared = prepare_run(plan, rows, self.engines, options, self.caches,
                                    with_estimate=True)
             ex = Explanation(prepared.optimized, build_trt(prepared.optimized.plan, fmt),
-                             prepared.planning_ms)
+                             prepared.planning_ms, fmt.source)
         else:
             ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
                                   prompt_cache=self.caches.prompt_cache
                                   if options.prompt_cache else None)
             ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
-        tok = SegmentTokenizer(self.engines[0].tokenizer)
+        tok = PromptTokenizer(self.engines[0].tokenizer)
         body = to_json(ex)
         for entry in body["shared_prefixes"]:
-            entry["num_tokens"] = len(tok.encode(entry["text"]))
+            entry["num_tokens"] = len(tok.stable_prefix(entry["text"]))
         text = to_text(ex, verbose=request.verbose)
         if prepared is not None:
             body["schedule"] = _schedule_json(prepared)
@@ -250,7 +250,7 @@ class HeliumCore:
     def _static_prefixes(self, workflow) -> list[tuple[int, ...]]:
         plan = optimize(plan_from_proto(workflow, ()), ctx=OptimizeContext(patterns=RE2)).plan
         fmt = chat_format_of(self.engines[0])
-        tok = SegmentTokenizer(self.engines[0].tokenizer)
+        tok = PromptTokenizer(self.engines[0].tokenizer)
         block = self.engines[0].info.block_size
         found: dict[tuple[int, ...], None] = {}
         for op in plan.ops:
@@ -258,7 +258,7 @@ class HeliumCore:
                 continue
             template = llm_prompt_template(plan, op, fmt)
             literal = template[0] if template and isinstance(template[0], str) else ""
-            tokens = tok.encode(literal)
+            tokens = tok.stable_prefix(literal)  # a token prefix of every prompt it starts
             if len(tokens) >= block:  # NOTE: less than a block cannot be cached
                 found[tokens] = None
         return list(found)

@@ -17,7 +17,8 @@ def _prompt(engine, text="Name three primary colors. ", times=3):
 
 def test_engine_satisfies_the_protocol(embedded_engine):
     assert isinstance(embedded_engine, Engine)
-    assert embedded_engine.tokenizer.chat_format.message_start == "<|im_start|>{role}\n"
+    assert embedded_engine.tokenizer.chat_format.render([{"role": "user", "content": "hi"}], True) \
+        == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     assert embedded_engine.info.eos_token_ids == (2,)
 
 

@@ -25,11 +25,10 @@ def test_smollm2_names_the_primary_colors():
 
     engine = EmbeddedEngine(EngineConfig(model_dir=str(MODEL_DIR)))
     try:
-        fmt = engine.tokenizer.chat_format
-        assert fmt.default_system == "You are a helpful AI assistant named SmolLM, trained by Hugging Face"
-        text = (fmt.message_start.format(role="system") + fmt.default_system + fmt.message_end
-                + fmt.message_start.format(role="user") + "Name three primary colors." + fmt.message_end
-                + fmt.generation_prompt)
+        text = engine.tokenizer.chat_format.render(
+            [{"role": "user", "content": "Name three primary colors."}], True)
+        assert text.startswith("<|im_start|>system\nYou are a helpful AI assistant named SmolLM, "
+                               "trained by Hugging Face<|im_end|>\n<|im_start|>user\n")
         [result] = run_all(engine, [request("colors", engine.tokenizer.encode(text), max_tokens=40)])
     finally:
         asyncio.run(engine.close())

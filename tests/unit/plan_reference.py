@@ -79,7 +79,7 @@ class Evaluator:
         chat = op.mode == "chat" or (op.mode == "auto" and isinstance(prompt, list))
         if chat:
             conv = prompt if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
-            text = self._render(conv) + self.fmt.generation_prompt
+            text = self.fmt.render(conv, True)
         else:
             text = self._text(prompt)
         self.llm_prompts.append(text)
@@ -89,8 +89,7 @@ class Evaluator:
         return reply
 
     def _render(self, conv):
-        return "".join(self.fmt.message_start.format(role=m["role"]) + m["content"]
-                       + self.fmt.message_end for m in conv)
+        return self.fmt.render(conv, False)
 
     def _text(self, value):
         if isinstance(value, list) and value and isinstance(value[0], dict):

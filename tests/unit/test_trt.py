@@ -2,7 +2,7 @@
 
 from helium_trt.api.convert import parse_template
 from helium_trt.cache.trt import build_trt
-from helium_trt.plan.chat import CHATML, ChatFormat
+from helium_trt.plan.chat import CHATML, chatml
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import ConstantOp, FormatOp, InputOp, LlmOp, Message, OutputOp, Ref
 
@@ -64,7 +64,7 @@ def test_dependency_edges_skip_non_llm_operators():
 
 
 def test_default_system_prompt_is_part_of_the_template():
-    fmt = ChatFormat(default_system="Be brief.")
+    fmt = chatml(default_system="Be brief.")
     ops = (InputOp("q", column="q"),
            FormatOp("p", messages=(Message("user", (Ref("q"),)),)),
            LlmOp("a", prompt="p"), OutputOp("o", input="a"))

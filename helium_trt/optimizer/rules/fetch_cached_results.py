@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from helium_trt.optimizer.base import OptimizeContext, PromptResultCache
+from helium_trt.optimizer.known_prompts import known_prompt
 from helium_trt.optimizer.plan_values import RowValues
-from helium_trt.plan.chat import ChatFormat
+from helium_trt.plan.chat import ChatFormat, unmark
 from helium_trt.plan.graph import Plan
-from helium_trt.plan.ops import CacheFetchOp, LlmOp, Ref
-from helium_trt.plan.prompt import llm_prompt_template
+from helium_trt.plan.ops import CacheFetchOp, LlmOp
+from helium_trt.plan.prompt import is_chat_prompt, llm_prompt_template
 
 
 class FetchCachedResults:
@@ -47,26 +48,13 @@ class FetchCachedResults:
 def _lookup_rows(plan: Plan, op: LlmOp, rows: list[RowValues], cache: PromptResultCache,
                  fmt: ChatFormat) -> tuple[tuple[int, str], ...]:
     template = llm_prompt_template(plan, op, fmt)
+    is_chat = is_chat_prompt(plan, op)
     hits = []
     for i, values in enumerate(rows):
-        text = prompt_text(template, values)
-        if text is None:
+        marked = known_prompt(op, is_chat, template, values, fmt)
+        if marked is None:
             continue
-        found = cache.lookup(op.model, text, op.config)
+        found = cache.lookup(op.model, unmark(marked), op.config)
         if found is not None:
             hits.append((i, found))
     return tuple(hits)
-
-
-def prompt_text(template, values: RowValues) -> str | None:
-    """The rendered prompt of one row, or None when a placeholder is not computable."""
-    out = []
-    for seg in template:
-        if isinstance(seg, str):
-            out.append(seg)
-            continue
-        text = values.text_of(seg.op_id) if isinstance(seg, Ref) else None
-        if text is None:
-            return None
-        out.append(text)
-    return "".join(out)
