@@ -1,6 +1,7 @@
 """`helium-trt run FILE`: run a workflow on the embedded CPU engine with every optimization on
 (or some off with --no-OPT), showing progress on stderr, then print each row's outputs and the
-run statistics (``--stats-json PATH`` writes them as JSON)."""
+run statistics (``--stats-json PATH`` writes them as JSON). A workflow with tool-call operators
+needs ``--tools MODULE:FUNCTION`` (a Python function answering them) and is refused without it."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from helium_trt.api.convert import load_request_file, load_rows_file
 from helium_trt.api.events import run_request_inputs
 from helium_trt.errors import EngineUnavailableError, HeliumError
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
+from helium_trt.server.commands.tools import TOOLS_HELP, as_tool_callback, load_tools, require_tools
 
 # --no-X flag -> RunOptions field turned off.
 _SWITCHES = {
@@ -42,6 +44,7 @@ def register(subparsers) -> None:
     p.add_argument("--server", metavar="HOST:PORT",
                    help="run on a `helium-trt serve` instance over gRPC instead of in-process")
     p.add_argument("--quiet", action="store_true", help="no progress display")
+    p.add_argument("--tools", metavar="MODULE:FUNCTION", help=TOOLS_HELP)
     for flag in (*_SWITCHES, *_RULE_FLAGS):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"turn off {flag}")
     p.set_defaults(func=run)
@@ -54,10 +57,14 @@ def run(args: argparse.Namespace) -> int:
         if args.rows:
             rows = load_rows_file(args.rows)
         options = _apply_flags(options, args)
+        # Refused before the engine loads: without a callback, the rows would fail only after
+        # every LLM call ahead of their first tool call had run.
+        require_tools(plan, args.tools)
+        tools = load_tools(args.tools) if args.tools else None
         if args.server:
-            events = _remote_events(args.server, request, rows, options)
+            events = _remote_events(args.server, request, rows, options, tools)
         else:
-            events = _local_events(plan, rows, options, _open_engine(args.model))
+            events = _local_events(plan, rows, options, _open_engine(args.model), tools)
     except HeliumError as exc:
         print(f"helium-trt run: {exc}", file=sys.stderr)
         return 2
@@ -93,18 +100,21 @@ def _open_engine(model_dir: str | None):
     return EmbeddedEngine(EngineConfig(model_dir=str(require_model_dir(model_dir))))
 
 
-async def _local_events(plan, rows, options, engine):
+async def _local_events(plan, rows, options, engine, tools=None):
     from helium_trt.runtime.workflow import run_workflow
 
+    callback = as_tool_callback(tools) if tools is not None else None
     try:
-        async for event in run_workflow(plan, [engine], rows=rows, options=options):
+        async for event in run_workflow(plan, [engine], rows=rows, options=options,
+                                        tools=callback):
             yield event
     finally:
         await engine.close()
 
 
-async def _remote_events(address: str, request, rows, options):
-    """The run's events from a helium.v1 server, as runtime events (same display as local)."""
+async def _remote_events(address: str, request, rows, options, tools=None):
+    """The run's events from a helium.v1 server, as runtime events (same display as local);
+    with ``tools``, over the Session RPC, answering its tool calls with them."""
     import grpc
 
     from helium_trt.api.convert import rows_to_proto
@@ -117,7 +127,8 @@ async def _remote_events(address: str, request, rows, options):
     async with grpc.aio.insecure_channel(address) as channel:
         stub = service_pb2_grpc.HeliumServiceStub(channel)
         try:
-            async for proto in stub.Run(message):
+            stream = stub.Run(message) if tools is None else _session(stub, message, tools)
+            async for proto in stream:
                 event = event_from_proto(proto)
                 if event is not None:
                     yield event
@@ -126,6 +137,40 @@ async def _remote_events(address: str, request, rows, options):
                 grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.RESOURCE_EXHAUSTED,
                 grpc.StatusCode.NOT_FOUND) else EngineUnavailableError
             raise cls(f"{address}: {exc.code().name}: {exc.details()}") from None
+
+
+async def _session(stub, message, tools):
+    """RunEvents of a Session running ``message``, each ToolCall answered by ``tools``."""
+    from helium_trt.api.helium.v1 import service_pb2
+
+    callback = as_tool_callback(tools)
+    outbox: asyncio.Queue = asyncio.Queue()
+    outbox.put_nowait(service_pb2.SessionMessage(run=message))
+
+    async def answer(call) -> None:
+        try:
+            result = service_pb2.ToolResult(call_id=call.call_id, output=await callback(call))
+        except HeliumError as exc:
+            result = service_pb2.ToolResult(call_id=call.call_id, error=str(exc))
+        outbox.put_nowait(service_pb2.SessionMessage(tool_result=result))
+
+    async def requests():
+        while (item := await outbox.get()) is not None:
+            yield item
+
+    call = stub.Session(requests())
+    pending = set()
+    try:
+        async for proto in call:
+            if proto.WhichOneof("event") == "tool_call":
+                task = asyncio.ensure_future(answer(proto.tool_call))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+            yield proto
+    finally:
+        outbox.put_nowait(None)
+        for task in pending:
+            task.cancel()
 
 
 async def _run(events, quiet: bool) -> RunStats:
