@@ -37,6 +37,20 @@ class ResourceExhaustedError(HeliumError):
     """A request exceeds a configured limit (RESOURCE_EXHAUSTED)."""
 
 
+class UnauthenticatedError(HeliumError):
+    """The client sent no credentials, or ones the server does not know (UNAUTHENTICATED)."""
+
+
+class PermissionDeniedError(HeliumError):
+    """An authenticated tenant asked for something its policy does not allow
+    (PERMISSION_DENIED); the message names the field and the tenant's limit."""
+
+
+class ConfigError(HeliumError):
+    """A server configuration file (``serve --auth-tokens``, ``--public-workflow``) is
+    malformed; the message names the file and the entry."""
+
+
 class EngineUnavailableError(HeliumError):
     """An engine cannot be reached or has stopped (UNAVAILABLE)."""
 

@@ -17,6 +17,7 @@ from grpc_reflection.v1alpha import reflection
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
 from helium_trt.engine.base import EngineHealth
 from helium_trt.errors import HeliumError
+from helium_trt.server.auth import AuthInterceptor, TlsFiles, TokenStore
 from helium_trt.server.core import ServerLimits, check_limits
 from helium_trt.server.guard import add_servicer
 from helium_trt.server.health import HealthPolicy, HealthWatcher
@@ -125,15 +126,19 @@ async def start_server(core: Core, address: str = "127.0.0.1:50051",
                        limits: ServerLimits = ServerLimits(),
                        health_policy: HealthPolicy = HealthPolicy(),
                        on_give_up: Callable[[str], None] | None = None,
+                       tls: TlsFiles | None = None, tokens: TokenStore | None = None,
                        ) -> tuple[grpc.aio.Server, int]:
     """Start the service with health and reflection; returns the server and its bound port.
 
     Health ("" and helium.v1.HeliumService) follows ``core.health()`` (server.health); past
     ``health_policy.give_up_after_s`` unhealthy, ``on_give_up`` is called once with why.
+    With ``tls`` the port speaks only TLS; with ``tokens`` every HeliumService call needs a
+    bearer token from it (server.auth); health and reflection stay open.
     """
     options = [("grpc.max_receive_message_length", limits.max_message_bytes),
                ("grpc.max_send_message_length", limits.max_message_bytes)]
-    server = grpc.aio.server(options=options)
+    interceptors = [AuthInterceptor(lambda: tokens.table)] if tokens is not None else []
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     # Not the generated add_HeliumServiceServicer_to_server: bad bytes get INVALID_ARGUMENT and
     # unexpected errors INTERNAL instead of UNKNOWN (server.guard).
     add_servicer(HeliumServicer(core, limits), server)
@@ -142,7 +147,8 @@ async def start_server(core: Core, address: str = "127.0.0.1:50051",
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name,
          reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    port = server.add_secure_port(address, tls.server_credentials()) if tls is not None \
+        else server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot bind {address}")
     await server.start()

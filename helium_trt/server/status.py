@@ -14,6 +14,8 @@ _GRPC_CODES: tuple[tuple[type[BaseException], grpc.StatusCode], ...] = (
     (errors.InvalidRequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (errors.ModelNotFoundError, grpc.StatusCode.NOT_FOUND),
     (errors.ResourceExhaustedError, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (errors.UnauthenticatedError, grpc.StatusCode.UNAUTHENTICATED),
+    (errors.PermissionDeniedError, grpc.StatusCode.PERMISSION_DENIED),
     (errors.EngineUnavailableError, grpc.StatusCode.UNAVAILABLE),
     (errors.RequestCancelledError, grpc.StatusCode.CANCELLED),
     (asyncio.CancelledError, grpc.StatusCode.CANCELLED),

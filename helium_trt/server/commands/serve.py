@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from helium_trt.errors import HeliumError
+from helium_trt.server.commands.security_flags import add_security_flags, open_security
 
 
 def register(subparsers) -> None:
@@ -56,6 +57,7 @@ def register(subparsers) -> None:
                    "a break (default 60; 0: never). A failed embedded engine fails its requests, "
                    "restarts itself and is back within about a second once the fault is gone; "
                    "gRPC health says NOT_SERVING meanwhile")
+    add_security_flags(p)
     p.add_argument("--port-file", metavar="PATH",
                    help="write the bound port here once serving (for scripts and tests)")
     p.set_defaults(func=run)
@@ -106,6 +108,7 @@ async def _serve(args: argparse.Namespace) -> int:
                           max_value_bytes=args.max_value_bytes, max_rows_bytes=args.max_rows_bytes,
                           max_prompt_bytes=args.max_prompt_bytes, max_calls=args.max_calls,
                           tool_call_timeout_s=args.tool_call_timeout or None)
+    tls, tokens = open_security(args)
     core = HeliumCore(await open_engines(args), limits=limits)
     stop = asyncio.Event()
     gave_up: list[str] = []
@@ -116,15 +119,19 @@ async def _serve(args: argparse.Namespace) -> int:
 
     server, port = await start_server(core, args.address, limits,
                                       HealthPolicy(give_up_after_s=args.unhealthy_exit or None),
-                                      give_up)
+                                      give_up, tls=tls, tokens=tokens)
     host = args.address.rsplit(":", 1)[0]
     print(f"helium-trt: serving helium.v1.HeliumService on {host}:{port} "
-          f"({args.engine} engine, {len(core.engines)} worker(s))", file=sys.stderr, flush=True)
+          f"({args.engine} engine, {len(core.engines)} worker(s), "
+          f"{'TLS' if tls else 'plaintext'}{', mutual TLS' if tls and tls.client_ca else ''}, "
+          f"{'bearer tokens' if tokens else 'no auth'})", file=sys.stderr, flush=True)
     if args.port_file:
         Path(args.port_file).write_text(f"{port}\n")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    if tokens is not None:
+        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
     await stop.wait()
     await server.stop(grace=2.0)
     await core.close()
