@@ -214,3 +214,16 @@ def test_every_prompt_sent_at_run_time_is_the_models_encoding(long_tiny_model_di
     for request_id, ids in sent.items():
         op_id = next(op for op in expected if op in request_id)
         assert tuple(ids) == expected[op_id], request_id
+
+
+def test_explain_shows_the_prompts_as_the_model_sees_them(family_dirs, capsys):
+    from helium_trt.server.cli import main
+
+    debate = str(EXAMPLES[0])
+    assert main(["explain", debate, "--model", str(family_dirs["llama3"])]) == 0
+    text = capsys.readouterr().out
+    assert f"== prompts (chat format: the chat template of {family_dirs['llama3']})" in text
+    assert ("<|start_header_id|>user<|end_header_id|>\n    | \n    | Question: {question}<|eot_id|>"
+            in text)
+    assert main(["explain", debate]) == 0
+    assert "== prompts (chat format: ChatML (assumed: no model given))" in capsys.readouterr().out
