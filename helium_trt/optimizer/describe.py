@@ -52,7 +52,10 @@ def _details(op: Op) -> str:
         default = f" else {op.default_target}" if op.default_target is not None else ""
         return f"on {op.input} ({op.match}) {cases}{default}"
     if isinstance(op, LoopOp):
-        return f"init={op.init} x{op.max_iterations} body=[{', '.join(b.id for b in op.body)}]"
+        stop = (f" stop={op.stop_regex!r} on {op.stop_on or op.result}" if op.stop_regex
+                else "")
+        return (f"init={op.init} x{op.max_iterations} body=[{', '.join(b.id for b in op.body)}]"
+                f"{stop}")
     if isinstance(op, ToolCallOp):
         return f"{op.name}({', '.join(f'{k}={v}' for k, v in op.args)})"
     if isinstance(op, OutputOp):

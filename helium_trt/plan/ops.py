@@ -171,9 +171,19 @@ class SwitchOp(Op):
         return _dedupe((self.input, *self.targets))
 
 
+# Inside a loop body, ``{iteration}`` is the iteration number, counted from 1.
+ITERATION = "iteration"
+
+
 @dataclass(frozen=True, slots=True)
 class LoopOp(Op):
-    """Bounded loop; the unroll rule replaces it by ``max_iterations`` copies of ``body``."""
+    """Bounded loop; the unroll rule replaces it by ``max_iterations`` copies of ``body``.
+
+    Body operators read ``state`` (the previous iteration's ``result``, ``init`` at first) and
+    ``ITERATION``. After each iteration, ``stop_regex`` is searched in the output of body
+    operator ``stop_on`` (None: ``result``) of that iteration; once it matches, the loop's
+    value is that iteration's result and no later iteration runs.
+    """
 
     init: str = ""
     state: str = ""
@@ -181,11 +191,12 @@ class LoopOp(Op):
     max_iterations: int = 0
     body: tuple[Op, ...] = ()
     stop_regex: str | None = None
+    stop_on: str | None = None
     kind = "loop"
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        inner = {op.id for op in self.body} | {self.state}
+        inner = {op.id for op in self.body} | {self.state, ITERATION}
         outer = (r for op in self.body for r in op.inputs if r not in inner)
         return _dedupe((self.init, *outer))
 

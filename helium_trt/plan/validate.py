@@ -10,8 +10,8 @@ import networkx as nx
 from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
-    CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, LoopOp, MapOp, Op, OutputOp,
-    Ref, SwitchOp, ToolCallOp, iter_templates,
+    ITERATION, CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, LoopOp, MapOp, Op,
+    OutputOp, Ref, SwitchOp, ToolCallOp, iter_templates,
 )
 from helium_trt.plan.patterns import PatternMatcher
 
@@ -204,14 +204,32 @@ def _check_loop(op: LoopOp, known: set[str], patterns: PatternMatcher | None) ->
     if clash:
         raise InvalidWorkflowError(f"body ids clash with workflow ids: {sorted(clash)}",
                                    op_id=op.id, field="body")
+    _check_iteration_name(op, inner, known)
     if op.stop_regex:
         _check_pattern(op.stop_regex, patterns, op.id, "stop_regex")
-    visible = known | inner | {op.state}
+    if op.stop_on is not None and op.stop_on not in inner:
+        raise InvalidWorkflowError(f"stop_on {op.stop_on!r} is not a body operator",
+                                   op_id=op.id, field="stop_on")
+    visible = known | inner | {op.state, ITERATION}
     for b in op.body:
         _check_op(b, visible, patterns)
         if isinstance(b, (OutputOp, LoopOp)):
             raise InvalidWorkflowError(f"a loop body may not hold a {b.kind} operator",
                                        op_id=b.id, field="body")
+
+
+def _check_iteration_name(op: LoopOp, inner: set[str], known: set[str]) -> None:
+    """``iteration`` inside a body is the iteration number: no body operator or state may take
+    the name, and a body may not read a workflow operator of that name (it would be hidden)."""
+    if ITERATION in inner or op.state == ITERATION:
+        raise InvalidWorkflowError(
+            f"{ITERATION!r} is reserved inside a loop body (the iteration number)",
+            op_id=op.id, field="state" if op.state == ITERATION else "body")
+    if ITERATION in known and any(ITERATION in b.inputs for b in op.body):
+        raise InvalidWorkflowError(
+            f"the body reads {{{ITERATION}}}, which inside a loop is the iteration number, and "
+            f"the workflow also has an operator {ITERATION!r}: rename that operator",
+            op_id=op.id, field="body")
 
 
 def _check_acyclic(plan: Plan) -> None:

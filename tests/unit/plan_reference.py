@@ -12,8 +12,8 @@ import re
 from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
-    CacheFetchOp, ConcatOp, ConstantOp, FormatOp, Index, InputOp, Item, LlmOp, LoopOp, MapOp,
-    OutputOp, Ref, SwitchOp, ToolCallOp,
+    ITERATION, CacheFetchOp, ConcatOp, ConstantOp, FormatOp, Index, InputOp, Item, LlmOp, LoopOp,
+    MapOp, OutputOp, Ref, SwitchOp, ToolCallOp,
 )
 
 
@@ -121,18 +121,22 @@ class Evaluator:
         return op.default_target
 
     def _loop(self, op: LoopOp):
+        """Iterations one after another; after each, the stop pattern is searched in the
+        ``stop_on`` operator's output (default: the result) of that iteration."""
         state = self.get(op.init)
-        for _ in range(op.max_iterations):
-            if op.stop_regex and re.search(op.stop_regex, self._text(state)):
-                break
+        for i in range(op.max_iterations):
             saved = (self.ops, self.values)
             self.ops = {**self.ops, **{b.id: b for b in op.body}}
             self.values = {k: v for k, v in self.values.items()}
             self.values[op.state] = state
+            self.values[ITERATION] = str(i + 1)
             for b in op.body:
                 self.values.pop(b.id, None)
             state = self.get(op.result)
+            tested = self.get(op.stop_on or op.result)
             self.ops, self.values = saved
+            if op.stop_regex and re.search(op.stop_regex, self._text(tested)):
+                break
         return state
 
 
