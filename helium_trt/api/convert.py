@@ -206,7 +206,7 @@ def load_request_file(path: str | Path) -> service_pb2.RunRequest:
     except (json_format.ParseError, TypeError, ValueError, ArithmeticError) as exc:
         # NOTE: besides ParseError, json_format lets Python's own errors through for values of
         # the wrong type (``role: .inf`` is an OverflowError); all of them are bad input here.
-        raise InvalidWorkflowError(f"{path}: {exc}") from None
+        raise InvalidWorkflowError(f"{path}: {' '.join(str(exc).split())}") from None
 
 
 def load_rows_file(path: str | Path) -> tuple[dict, ...]:
@@ -304,7 +304,7 @@ def _parse_text(p: Path, text: str):
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}:{mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
+        problem = " ".join((getattr(exc, "problem", None) or str(exc)).split())  # one line
         raise InvalidWorkflowError(f"{p}{where}: {problem}") from None
 
 
