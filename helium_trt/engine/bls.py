@@ -61,6 +61,11 @@ class BlsTransport:
             self._cancelled.add(request_id)
             cancel()
 
+    async def probe(self) -> str | None:
+        """Always ready: the model is in this server, and this transport never reports it
+        unreachable."""
+        return None
+
     async def close(self) -> None:
         for request_id in list(self._iterators):
             await self.cancel(request_id)

@@ -4,14 +4,25 @@ tensorrtllm_backend contract (TensorRT-LLM on a GPU node, or the CPU stand-in in
 Text never crosses the wire: the tokenizer is loaded locally from a model directory
 (tokenizer.json), as tensorrtllm_backend's preprocessing model does, and the LLM model sees token
 ids only. Each request gets its own gRPC stream, because cancelling the stream is how Triton
-cancels a request (and how TensorRT-LLM frees its KV blocks). Stop strings are matched here on
-the decoded text, the same way the embedded engine matches them; stop token ids and extra EOS
+cancels a request (and how TensorRT-LLM frees its KV blocks); engine/triton_grpc.py holds that
+transport, with its idle timeout and its one reconnect-and-retry. Stop strings are matched here
+on the decoded text, the same way the embedded engine matches them; stop token ids and extra EOS
 ids travel as TensorRT-LLM stop words.
+
+Health: a call that finds the server unreachable (no answer within the idle timeout, or
+UNAVAILABLE again after a reconnect) marks the engine unhealthy. A background probe then checks
+that the server and model are ready on a fresh channel, at once and then backing off to once a
+second, until one succeeds; while they fail, every call in flight ends with the error. A new
+call meanwhile asks for a probe and waits for it: it goes ahead as soon as the server answers
+again (so the first request after a restart succeeds), and raises EngineUnavailableError
+otherwise, at once for a server that refuses connections and within the probe timeout for one
+that does not answer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import uuid
@@ -20,11 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import AsyncIterator, Protocol, Sequence
 
-import grpc
 import numpy as np
-import tritonclient.grpc as grpcclient
-import tritonclient.grpc.aio as grpcclient_aio
-from tritonclient.utils import InferenceServerException
 
 from helium_trt.engine.base import (
     EngineHealth,
@@ -40,11 +47,14 @@ from helium_trt.engine.output_text import OutputText
 from helium_trt.engine.tokenizer import HFTokenizer
 from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
 from helium_trt.engine.validation import validate_request
-from helium_trt.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
+from helium_trt.errors import EngineUnavailableError, InvalidRequestError
 
 # TensorRT-LLM's default tokens_per_block when the model config does not say.
 DEFAULT_TRTLLM_BLOCK_SIZE = 32
-_FINAL_FLAG = "triton_final_response"
+DEFAULT_IDLE_TIMEOUT_S = 60.0
+# Health probes after a failure: the first at once, then backing off to one a second.
+_FIRST_PROBE_DELAY_S = 0.1
+_MAX_PROBE_DELAY_S = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +65,10 @@ class TritonEngineConfig:
     ``max_tokens_in_paged_kv_cache``) config parameters, else TensorRT-LLM's default block size and
     room for one full-length sequence. ``max_model_len`` None reads max_position_embeddings from
     ``tokenizer_dir``/config.json.
+
+    Over gRPC (``connect``), ``idle_timeout_s`` fails a call once the server has sent nothing
+    for that long (None: wait forever); ``request_timeout_s`` is an optional deadline for a
+    whole call (over BLS, the Triton request timeout).
     """
 
     url: str
@@ -64,6 +78,7 @@ class TritonEngineConfig:
     num_blocks: int | None = None
     max_model_len: int | None = None
     request_timeout_s: float | None = None
+    idle_timeout_s: float | None = DEFAULT_IDLE_TIMEOUT_S
 
 
 class TritonEngine:
@@ -81,6 +96,11 @@ class TritonEngine:
         self._active: set[str] = set()
         self._cancelled: set[str] = set()
         self._closed = False
+        self._unreachable: str | None = None  # why the server is unreachable, until a probe works
+        self._failed: dict[str, str] = {}  # in-flight requests ended because of that -> why
+        self._probe_task: asyncio.Task | None = None
+        self._probe_waiters: list[asyncio.Future] = []  # calls waiting for the next probe
+        self._probe_now = asyncio.Event()
         # Warm-up ids carry a random tag: several clients may share one Triton server.
         tag = uuid.uuid4().hex[:8]
         self._warm_ids = (f"{tag}-{n}" for n in itertools.count())
@@ -89,19 +109,21 @@ class TritonEngine:
     @classmethod
     async def connect(cls, config: TritonEngineConfig) -> TritonEngine:
         """Check the server and model are ready; raises EngineUnavailableError / ModelNotFoundError."""
-        client = grpcclient_aio.InferenceServerClient(config.url)
+        from tritonclient.utils import InferenceServerException
+
+        from helium_trt.engine.triton_grpc import GrpcTransport, open_client, probe_timeout_s
+
+        client = await open_client(config)
         try:
-            if not await client.is_server_ready():
-                raise EngineUnavailableError(f"Triton at {config.url} is not ready")
-            if not await client.is_model_ready(config.model_name):
-                raise ModelNotFoundError(f"Triton at {config.url} has no ready model {config.model_name!r}")
-            params = (await client.get_model_config(config.model_name, as_json=True))["config"].get("parameters", {})
+            model_config = await client.get_model_config(config.model_name, as_json=True,
+                                                         client_timeout=probe_timeout_s(config))
         except InferenceServerException as exc:
             await client.close()
             raise EngineUnavailableError(f"Triton at {config.url}: {exc.message()}") from exc
         except BaseException:
             await client.close()
             raise
+        params = model_config["config"].get("parameters", {})
         return cls.over(config, GrpcTransport(client, config), params)
 
     @classmethod
@@ -119,7 +141,8 @@ class TritonEngine:
     # ---- Engine protocol -----------------------------------------------------------------------
 
     def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
-        """Validate now (raising InvalidRequestError), then stream once iterated."""
+        """Validate now (raising InvalidRequestError), then stream once iterated (raising
+        EngineUnavailableError first when the server is unreachable and a probe confirms it)."""
         validate_request(request, self.info, self.info.vocab_size)
         return self._stream(request)
 
@@ -151,14 +174,20 @@ class TritonEngine:
         return max(0, self.info.num_blocks - len(self._ledger))
 
     def health(self) -> EngineHealth:
-        """Healthy until closed. NOTE: a first cut; a server that stops answering is not seen
-        here (yet), its calls fail one by one."""
+        """Unhealthy once closed, and from a call that found the server unreachable until a
+        probe finds it ready again."""
         if self._closed:
             return EngineHealth(False, f"engine {self.info.model_name!r} at {self.config.url} is closed")
+        if self._unreachable is not None:
+            return EngineHealth(False, self._unreachable)
         return EngineHealth(True)
 
     async def close(self) -> None:
         self._closed = True
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            await asyncio.gather(self._probe_task, return_exceptions=True)
+        _resolve(self._probe_waiters, f"engine {self.info.model_name!r} at {self.config.url} is closed")
         for request_id in list(self._active):
             await self.cancel(request_id)
         await self._transport.close()
@@ -168,6 +197,7 @@ class TritonEngine:
     async def _stream(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
         rid = request.request_id
         state = _StreamState(OutputText(self.tokenizer, request.sampling.stop_strings))
+        await self._wait_reachable()
         if rid in self._active:  # the transport's tables are keyed by request id too
             raise InvalidRequestError(f"request {rid!r} is already running")
         self._active.add(rid)
@@ -182,6 +212,7 @@ class TritonEngine:
         if flushed:
             yield TokenDelta(rid, (), flushed)
         self._cancelled.discard(rid)
+        self._failed.pop(rid, None)
         if state.finish_reason != "error":
             self._ledger.add(request.prompt_token_ids)
         yield self._result(request, state)
@@ -208,15 +239,67 @@ class TritonEngine:
                     state.finish_reason = self._natural_finish(request, state.token_ids)
             if state.finish_reason is None:
                 state.fail("the stream ended before the final response")
-        except asyncio.CancelledError:
-            if rid not in self._cancelled:
+        except asyncio.CancelledError:  # grpc.aio ends a cancelled call's reads this way
+            if rid not in self._cancelled and rid not in self._failed:
                 raise
-            state.finish_reason = "cancelled"
+            self._end_early(rid, state, None)
         except TransportError as exc:
-            if rid in self._cancelled or exc.cancelled:
-                state.finish_reason = "cancelled"
-            else:
-                state.fail(str(exc))
+            if exc.unreachable:
+                self._mark_unreachable(str(exc))
+            self._end_early(rid, state, exc)
+
+    def _end_early(self, rid: str, state: _StreamState, exc: TransportError | None) -> None:
+        """A stream cut short: failed with its server, cancelled, or failed on its own."""
+        failed = self._failed.pop(rid, None)
+        if failed is not None:
+            state.fail(failed)
+        elif rid in self._cancelled or (exc is not None and exc.cancelled):
+            state.finish_reason = "cancelled"
+        else:
+            state.fail(str(exc))
+
+    def _mark_unreachable(self, reason: str) -> None:
+        """Unhealthy from now until a probe finds the server ready (one probe task at a time)."""
+        if self._closed:
+            return
+        self._unreachable = reason
+        if self._probe_task is None or self._probe_task.done():
+            self._probe_task = asyncio.create_task(self._probe_until_ready())
+
+    async def _wait_reachable(self) -> None:
+        """While unhealthy: ask for a probe and wait for one that starts after asking."""
+        if self._unreachable is None or self._closed:
+            return
+        waiter = asyncio.get_running_loop().create_future()
+        self._probe_waiters.append(waiter)
+        self._probe_now.set()
+        reason = await waiter
+        if reason is not None:
+            raise EngineUnavailableError(reason)
+
+    async def _probe_until_ready(self) -> None:
+        """Probe at once, then when a call asks or after a delay backing off to a second. While
+        the server does not answer, end every call in flight with that error (each would wait
+        out its own timeout otherwise)."""
+        delay = _FIRST_PROBE_DELAY_S
+        while True:
+            waiters, self._probe_waiters = self._probe_waiters, []
+            self._probe_now.clear()
+            reason = await self._transport.probe()
+            if reason is None:
+                self._unreachable = None
+                _resolve(waiters + self._probe_waiters, None)
+                self._probe_waiters = []
+                return
+            self._unreachable = reason
+            _resolve(waiters, reason)
+            for rid in list(self._active):
+                if rid not in self._failed and rid not in self._cancelled:
+                    self._failed[rid] = f"{reason} (the server stopped answering during the call)"
+                    await self._transport.cancel(rid)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._probe_now.wait(), delay)
+            delay = min(2 * delay, _MAX_PROBE_DELAY_S)
 
     def _natural_finish(self, request: EngineRequest, token_ids: list[int]) -> str:
         s = request.sampling
@@ -236,11 +319,13 @@ class TritonEngine:
 
 
 class TransportError(Exception):
-    """The LLM model answered with an error, or the stream broke (``cancelled`` when cancelled)."""
+    """The LLM model answered with an error, or the stream broke: ``cancelled`` when cancelled,
+    ``unreachable`` when the server did not answer (the engine then probes it)."""
 
-    def __init__(self, message: str, *, cancelled: bool = False):
+    def __init__(self, message: str, *, cancelled: bool = False, unreachable: bool = False):
         super().__init__(message)
         self.cancelled = cancelled
+        self.unreachable = unreachable
 
 
 class Transport(Protocol):
@@ -253,49 +338,11 @@ class Transport(Protocol):
 
     async def cancel(self, request_id: str) -> None: ...
 
+    async def probe(self) -> str | None:
+        """None when the server and model answer ready, else why not (after an unreachable
+        TransportError only)."""
+
     async def close(self) -> None: ...
-
-
-class GrpcTransport:
-    """One tritonclient gRPC stream per request: cancelling the stream is how Triton cancels a
-    request (and how TensorRT-LLM frees its KV blocks)."""
-
-    def __init__(self, client, config: TritonEngineConfig):
-        self._client = client
-        self._config = config
-        self._calls: dict[str, object] = {}
-
-    async def stream(self, request_id: str, tensors: dict[str, np.ndarray]):
-        message = {"model_name": self._config.model_name, "inputs": _infer_inputs(tensors),
-                   "request_id": request_id}
-
-        async def one_request():
-            yield message
-
-        call = self._client.stream_infer(one_request(), stream_timeout=self._config.request_timeout_s)
-        self._calls[request_id] = call
-        try:
-            async for result, error in call:
-                if error is not None:
-                    raise TransportError(error.message())
-                response = result.get_response()
-                outputs = {o.name: result.as_numpy(o.name) for o in response.outputs}
-                yield outputs, response.parameters[_FINAL_FLAG].bool_param
-        except grpc.aio.AioRpcError as exc:
-            raise TransportError(f"{exc.code().name}: {exc.details()}",
-                                 cancelled=exc.code() == grpc.StatusCode.CANCELLED) from exc
-        except InferenceServerException as exc:
-            raise TransportError(exc.message()) from exc
-        finally:
-            self._calls.pop(request_id, None)
-
-    async def cancel(self, request_id: str) -> None:
-        call = self._calls.get(request_id)
-        if call is not None:
-            call.cancel()
-
-    async def close(self) -> None:
-        await self._client.close()
 
 
 @dataclass(slots=True)
@@ -348,15 +395,6 @@ class _PrefixLedger:
         return keys
 
 
-def _infer_inputs(tensors: dict[str, np.ndarray]) -> list:
-    inputs = []
-    for name, array in tensors.items():
-        tensor = grpcclient.InferInput(name, list(array.shape), grpcclient.np_to_triton_dtype(array.dtype))
-        tensor.set_data_from_numpy(array)
-        inputs.append(tensor)
-    return inputs
-
-
 def _engine_info(config: TritonEngineConfig, params: dict, model_json: dict, tokenizer: HFTokenizer) -> EngineInfo:
     def param(key: str) -> int | None:
         value = params.get(key, {}).get("string_value", "").strip()
@@ -386,6 +424,12 @@ def _as_ids(value) -> list[int]:
     if value is None:
         return []
     return [int(v) for v in value] if isinstance(value, list) else [int(value)]
+
+
+def _resolve(waiters: list[asyncio.Future], reason: str | None) -> None:
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_result(reason)
 
 
 def _read_json(path: Path) -> dict:
