@@ -55,7 +55,13 @@ class RunError:
 
 @dataclass(frozen=True, slots=True)
 class RunStats:
-    """Totals of one run; ``prefill_tokens_computed`` includes ``warm_tokens_computed``."""
+    """Totals of one run; ``prefill_tokens_computed`` includes ``warm_tokens_computed``.
+
+    ``num_llm_calls`` are the engine calls the run made; ``num_distinct_prompts`` the distinct
+    calls it asked for (model, prompt tokens and a deterministic config; every other call counts
+    on its own), answered by the result cache aside. ``num_shared_calls`` joined an identical
+    call in flight, of this run or another of the tenant's, instead of calling an engine.
+    """
 
     num_rows: int = 0
     num_llm_calls: int = 0
@@ -71,6 +77,8 @@ class RunStats:
     num_ops_after: int = 0
     warm_tokens_computed: int = 0
     num_rows_failed: int = 0
+    num_distinct_prompts: int = 0
+    num_shared_calls: int = 0
 
 
 Event = Union[OpStarted, TokenDelta, OpFinished, RowOutput, RunError, RunStats]

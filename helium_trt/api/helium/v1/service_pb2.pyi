@@ -142,7 +142,7 @@ class Error(_message.Message):
     def __init__(self, code: _Optional[_Union[ErrorCode, str]] = ..., message: _Optional[str] = ..., op_id: _Optional[str] = ..., row: _Optional[int] = ...) -> None: ...
 
 class RunStats(_message.Message):
-    __slots__ = ("num_rows", "num_llm_calls", "num_result_cache_hits", "prefill_tokens_computed", "prefill_tokens_reused", "prefill_tokens_minimum", "decode_tokens", "kv_hit_rate", "planning_ms", "wall_ms", "num_ops_before", "num_ops_after", "warm_tokens_computed", "num_rows_failed")
+    __slots__ = ("num_rows", "num_llm_calls", "num_result_cache_hits", "prefill_tokens_computed", "prefill_tokens_reused", "prefill_tokens_minimum", "decode_tokens", "kv_hit_rate", "planning_ms", "wall_ms", "num_ops_before", "num_ops_after", "warm_tokens_computed", "num_rows_failed", "num_distinct_prompts", "num_shared_calls")
     NUM_ROWS_FIELD_NUMBER: _ClassVar[int]
     NUM_LLM_CALLS_FIELD_NUMBER: _ClassVar[int]
     NUM_RESULT_CACHE_HITS_FIELD_NUMBER: _ClassVar[int]
@@ -157,6 +157,8 @@ class RunStats(_message.Message):
     NUM_OPS_AFTER_FIELD_NUMBER: _ClassVar[int]
     WARM_TOKENS_COMPUTED_FIELD_NUMBER: _ClassVar[int]
     NUM_ROWS_FAILED_FIELD_NUMBER: _ClassVar[int]
+    NUM_DISTINCT_PROMPTS_FIELD_NUMBER: _ClassVar[int]
+    NUM_SHARED_CALLS_FIELD_NUMBER: _ClassVar[int]
     num_rows: int
     num_llm_calls: int
     num_result_cache_hits: int
@@ -171,7 +173,9 @@ class RunStats(_message.Message):
     num_ops_after: int
     warm_tokens_computed: int
     num_rows_failed: int
-    def __init__(self, num_rows: _Optional[int] = ..., num_llm_calls: _Optional[int] = ..., num_result_cache_hits: _Optional[int] = ..., prefill_tokens_computed: _Optional[int] = ..., prefill_tokens_reused: _Optional[int] = ..., prefill_tokens_minimum: _Optional[int] = ..., decode_tokens: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., planning_ms: _Optional[float] = ..., wall_ms: _Optional[float] = ..., num_ops_before: _Optional[int] = ..., num_ops_after: _Optional[int] = ..., warm_tokens_computed: _Optional[int] = ..., num_rows_failed: _Optional[int] = ...) -> None: ...
+    num_distinct_prompts: int
+    num_shared_calls: int
+    def __init__(self, num_rows: _Optional[int] = ..., num_llm_calls: _Optional[int] = ..., num_result_cache_hits: _Optional[int] = ..., prefill_tokens_computed: _Optional[int] = ..., prefill_tokens_reused: _Optional[int] = ..., prefill_tokens_minimum: _Optional[int] = ..., decode_tokens: _Optional[int] = ..., kv_hit_rate: _Optional[float] = ..., planning_ms: _Optional[float] = ..., wall_ms: _Optional[float] = ..., num_ops_before: _Optional[int] = ..., num_ops_after: _Optional[int] = ..., warm_tokens_computed: _Optional[int] = ..., num_rows_failed: _Optional[int] = ..., num_distinct_prompts: _Optional[int] = ..., num_shared_calls: _Optional[int] = ...) -> None: ...
 
 class ToolCall(_message.Message):
     __slots__ = ("call_id", "name", "args", "op_id", "row")
