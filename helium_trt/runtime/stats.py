@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from helium_trt.runtime.events import RunStats
-from helium_trt.scheduler import prefill_minimum
+from helium_trt.scheduler import trie_size
 
 
 @dataclass
@@ -22,8 +21,7 @@ class StatsAccumulator:
     planning_ms: float = 0.0
     num_ops_before: int = 0
     num_ops_after: int = 0
-    # (prompt, output token ids) of every engine call, for the prefill lower bound.
-    calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
+    prompts: list[tuple[int, ...]] = field(default_factory=list)
     num_shared_calls: int = 0
     # Keys of the deterministic calls asked for (single_flight.FlightKey); the others each count.
     distinct_calls: set = field(default_factory=set)
@@ -36,10 +34,9 @@ class StatsAccumulator:
         else:
             self.distinct_calls.add(key)
 
-    def record_call(self, prompt: tuple[int, ...], computed: int, reused: int, decoded: int,
-                    output: Sequence[int] = ()) -> None:
+    def record_call(self, prompt: tuple[int, ...], computed: int, reused: int, decoded: int) -> None:
         self.num_llm_calls += 1
-        self.calls.append((prompt, tuple(output)))
+        self.prompts.append(prompt)
         self.calls_computed += computed
         self.calls_reused += reused
         self.decode_tokens += decoded
@@ -52,7 +49,7 @@ class StatsAccumulator:
             num_result_cache_hits=self.num_result_cache_hits,
             prefill_tokens_computed=self.calls_computed + self.warm_computed,
             prefill_tokens_reused=self.calls_reused,
-            prefill_tokens_minimum=prefill_minimum(self.calls),
+            prefill_tokens_minimum=trie_size(self.prompts),
             decode_tokens=self.decode_tokens,
             kv_hit_rate=self.calls_reused / num_prompt if num_prompt else 0.0,
             planning_ms=self.planning_ms, wall_ms=wall_ms,
