@@ -51,6 +51,7 @@ class CallLog:
     """What the engine was asked and did: prompts, prefill and decode tokens, warm-ups."""
 
     prompts: list[tuple[int, ...]] = field(default_factory=list)
+    outputs: list[tuple[int, ...]] = field(default_factory=list)  # token ids, one per prompt
     num_computed: int = 0
     num_cached: int = 0
     num_decoded: int = 0
@@ -73,6 +74,7 @@ class RecordingEngine(_Forwarding):
             if isinstance(item, RequestResult):
                 self.log.num_calls += 1
                 self.log.prompts.append(tuple(request.prompt_token_ids))
+                self.log.outputs.append(tuple(item.output_token_ids))
                 self.log.num_computed += item.num_computed_tokens
                 self.log.num_cached += item.num_cached_tokens
                 self.log.num_decoded += len(item.output_token_ids)

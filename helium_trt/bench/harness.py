@@ -19,7 +19,7 @@ from helium_trt.engine.base import Engine
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats, TokenDelta
 from helium_trt.runtime.planning import RuntimeCaches
 from helium_trt.runtime.workflow import run_workflow
-from helium_trt.scheduler import trie_size
+from helium_trt.scheduler import prefill_minimum
 
 
 
@@ -138,7 +138,8 @@ def _figures(workload: Workload, system: System, wall_ms: float, log: CallLog,
         num_rows=len(workload.rows), num_rows_failed=sum(s.num_rows_failed for s in stats),
         num_llm_calls=log.num_calls,
         prefill_computed=log.num_computed + log.num_warm_computed,
-        prefill_reused=log.num_cached, prefill_minimum=trie_size(log.prompts),
+        prefill_reused=log.num_cached,
+        prefill_minimum=prefill_minimum(zip(log.prompts, log.outputs)),
         warm_computed=log.num_warm_computed, decode_tokens=log.num_decoded,
         kv_hit_rate=log.num_cached / num_prompt if num_prompt else 0.0,
         planning_ms=sum(s.planning_ms for s in stats),
@@ -152,7 +153,8 @@ def _figures(workload: Workload, system: System, wall_ms: float, log: CallLog,
 
 def half_kv_blocks(reference: SystemRun, fraction: float, block_size: int,
                    max_prompt_tokens: int) -> int:
-    """KV blocks for ``fraction`` of the working set (distinct prompt tokens + decode), never
+    """KV blocks for ``fraction`` of the working set (prefill minimum + decode: every distinct
+    token once, a decoded reply that later prompts repeat counted once), never
     below what a few of the longest calls need to run side by side."""
     working = reference.prefill_minimum + reference.decode_tokens
     floor = 4 * math.ceil(max_prompt_tokens / block_size) + 8

@@ -142,7 +142,7 @@ class Dispatcher:
             raise CallFailed(f"engine call failed: {reason}")
         computed, cached = result.num_computed_tokens, result.num_cached_tokens
         self._stats.record_call(request.prompt_token_ids, computed, cached,
-                                len(result.output_token_ids))
+                                len(result.output_token_ids), result.output_token_ids)
         return CallOutcome(result.text, result.num_prompt_tokens, cached,
                            len(result.output_token_ids))
 

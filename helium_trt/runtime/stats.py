@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Sequence
 
 from helium_trt.runtime.events import RunStats
-from helium_trt.scheduler import trie_size
+from helium_trt.scheduler import prefill_minimum
 
 
 @dataclass
@@ -21,7 +22,8 @@ class StatsAccumulator:
     planning_ms: float = 0.0
     num_ops_before: int = 0
     num_ops_after: int = 0
-    prompts: list[tuple[int, ...]] = field(default_factory=list)
+    # (prompt, output token ids) of every engine call, for the prefill lower bound.
+    calls: list[tuple[tuple[int, ...], tuple[int, ...]]] = field(default_factory=list)
     num_shared_calls: int = 0
     # Keys of the deterministic calls asked for (single_flight.FlightKey); the others each count.
     distinct_calls: set = field(default_factory=set)
@@ -34,9 +36,10 @@ class StatsAccumulator:
         else:
             self.distinct_calls.add(key)
 
-    def record_call(self, prompt: tuple[int, ...], computed: int, reused: int, decoded: int) -> None:
+    def record_call(self, prompt: tuple[int, ...], computed: int, reused: int, decoded: int,
+                    output: Sequence[int] = ()) -> None:
         self.num_llm_calls += 1
-        self.prompts.append(prompt)
+        self.calls.append((prompt, tuple(output)))
         self.calls_computed += computed
         self.calls_reused += reused
         self.decode_tokens += decoded
@@ -49,7 +52,7 @@ class StatsAccumulator:
             num_result_cache_hits=self.num_result_cache_hits,
             prefill_tokens_computed=self.calls_computed + self.warm_computed,
             prefill_tokens_reused=self.calls_reused,
-            prefill_tokens_minimum=trie_size(self.prompts),
+            prefill_tokens_minimum=prefill_minimum(self.calls),
             decode_tokens=self.decode_tokens,
             kv_hit_rate=self.calls_reused / num_prompt if num_prompt else 0.0,
             planning_ms=self.planning_ms, wall_ms=wall_ms,

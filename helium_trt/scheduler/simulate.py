@@ -93,3 +93,38 @@ def trie_size(sequences: Iterable[Sequence[int]]) -> int:
             node = child
     return size
 
+
+def prefill_minimum(calls: Iterable[tuple[Sequence[int], Sequence[int]]]) -> int:
+    """The least prefill that (prompt, output) ``calls`` need on an engine that reuses the KV
+    of every token it has computed, decoded tokens included.
+
+    Every distinct prompt token (a node of the prompts' token trie) is computed at least once,
+    by a prefill or by decoding: a call that decodes ``o1..on`` after prompt ``p`` computes the
+    KV of ``p + o1..ok`` for k < n (the last token is sampled, never fed back). A later prompt
+    that repeats a reply (a chat's history, a transcript) needs no prefill for those nodes.
+    So the bound is the prompt trie's size less its nodes some call decoded; in whatever order
+    the calls run, a prompt node that no call decoded must be prefilled once.
+    """
+    calls = list(calls)
+    root: list = [{}, False]  # a node: [children by token, some call decoded it]
+    size = 0
+    for prompt, _ in calls:
+        node = root
+        for token in prompt:
+            child = node[0].get(token)
+            if child is None:
+                child = node[0][token] = [{}, False]
+                size += 1
+            node = child
+    for prompt, output in calls:
+        node = root
+        for token in prompt:
+            node = node[0][token]
+        for token in tuple(output)[:-1]:
+            node = node[0].get(token)
+            if node is None:  # past every prompt: nothing below counts
+                break
+            if not node[1]:
+                node[1] = True
+                size -= 1
+    return size

@@ -25,7 +25,7 @@ def test_optimized_run_matches_naive_and_computes_less(path, long_tiny_model_dir
     assert s.prefill_tokens_computed < n.prefill_tokens_computed
     assert s.prefill_tokens_reused > 0 and n.prefill_tokens_reused == 0
     assert s.prefill_tokens_minimum == n.prefill_tokens_minimum
-    assert s.prefill_tokens_computed >= s.prefill_tokens_minimum * 0.9
+    assert s.prefill_tokens_computed >= s.prefill_tokens_minimum  # a true lower bound
     # Whole-prompt tokenization keeps the trie minimum of prefill within reach.
     assert s.prefill_tokens_minimum >= 0.95 * s.prefill_tokens_computed
     assert s.num_llm_calls == n.num_llm_calls and s.planning_ms > 0 and s.wall_ms > 0

@@ -2,7 +2,8 @@
 
 from helium_trt.scheduler import (
     DEFAULT_PRIORITY, CallSpec, RetentionSpan, SchedulerConfig, SimulatedCache, build_schedule,
-    chain_depths, exhaustive_search, greedy_order, retention_spans, simulate, trie_size,
+    chain_depths, exhaustive_search, greedy_order, prefill_minimum, retention_spans, simulate,
+    trie_size,
 )
 
 SYS_A = tuple(range(100, 164))  # 64 tokens = 4 blocks
@@ -106,6 +107,20 @@ def test_simulated_cache_is_lru_by_block():
 
 def test_trie_size_counts_each_distinct_prefix_token_once():
     assert trie_size([(1, 2, 3), (1, 2, 4), (5,)]) == 5
+
+
+def test_prefill_minimum_does_not_count_prompt_tokens_some_call_decoded():
+    # Round 2 repeats round 1's prompt and reply: the reply's tokens were computed by decoding,
+    # except the last one (sampled, never fed back).
+    calls = [((1, 2, 3), (7, 8, 9)), ((1, 2, 3, 7, 8, 9, 4), (5,))]
+    assert trie_size(p for p, _ in calls) == 7
+    assert prefill_minimum(calls) == 7 - 2
+    # Order does not matter; a reply no prompt repeats, or a single-token one, changes nothing.
+    assert prefill_minimum(calls[::-1]) == 5
+    assert prefill_minimum([((1, 2), (3, 4, 5)), ((1, 2, 3), ())]) == 3 - 1
+    assert prefill_minimum([((1, 2), (9,)), ((1, 2, 9, 3), ())]) == 4
+    assert prefill_minimum([((1,), (6, 6, 6))]) == 1
+    assert prefill_minimum([]) == 0
 
 
 def _reference_greedy_order(calls):
