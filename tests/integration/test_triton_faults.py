@@ -1,6 +1,7 @@
 """TritonEngine against a tritonserver that freezes or restarts: the idle timeout fails a call on a
 frozen server within the timeout, naming the URL; the engine is unhealthy until the server
-answers again, and the first call after that succeeds; the first request after a restart
+answers again, and the first call after that succeeds; `helium-trt serve --engine-timeout` does
+the same for a run's row while gRPC health says NOT_SERVING; the first request after a restart
 succeeds through one reconnect and retry.
 
 These tests stop and restart a server, so they run their own small one (the stand-in
@@ -18,8 +19,13 @@ from pathlib import Path
 
 import pytest
 
+import grpc
+from google.protobuf import json_format
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
+from helium_trt.api.convert import rows_to_proto
+from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc, workflow_pb2
 from helium_trt.engine.base import EngineRequest, SamplingConfig
 from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 from helium_trt.errors import EngineUnavailableError
@@ -31,6 +37,8 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 IDLE_TIMEOUT_S = 2.0
 # Generous liveness bounds, not timings: a loaded 2-core CI machine is slow.
 TIMEOUT_MARGIN_S = 8.0
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 @dataclass
@@ -126,6 +134,57 @@ def test_frozen_server_fails_the_call_in_time_and_the_engine_heals(own_server):
     # The first call after the server thaws goes ahead (its probe finds the server ready).
     assert after.finish_reason == "length" and len(after.output_token_ids) == 4
     assert healed.healthy
+
+
+def _run_one(address: str, text: str, max_tokens: int) -> list:
+    workflow = json_format.ParseDict({"name": "one-call", "ops": [
+        {"id": "q", "input": {}},
+        {"id": "p", "format": {"template": "Answer briefly: {q}"}},
+        {"id": "a", "llm": {"prompt": "p", "config": {"max_tokens": max_tokens}}},
+        {"id": "answer", "output": {"input": "a"}},
+    ]}, workflow_pb2.Workflow())
+    request = service_pb2.RunRequest(
+        workflow=workflow, rows=rows_to_proto([{"q": text}]),
+        options=service_pb2.RunOptions(optimizations=service_pb2.Optimizations(
+            disable_prompt_cache=True)))
+    with grpc.insecure_channel(address) as channel:
+        return list(service_pb2_grpc.HeliumServiceStub(channel).Run(request, timeout=120))
+
+
+def _health(address: str) -> int:
+    with grpc.insecure_channel(address) as channel:
+        return health_pb2_grpc.HealthStub(channel).Check(
+            health_pb2.HealthCheckRequest(service="helium.v1.HeliumService"), timeout=5).status
+
+
+def _wait_health(address: str, status: int, within_s: float) -> None:
+    deadline = time.monotonic() + within_s
+    while _health(address) != status:
+        assert time.monotonic() < deadline, \
+            f"health never became {health_pb2.HealthCheckResponse.ServingStatus.Name(status)}"
+        time.sleep(0.05)
+
+
+def test_served_engine_timeout_fails_the_row_and_health_follows(own_server, tmp_path):
+    from serve_helpers import serve
+
+    with serve(own_server.model_dir, tmp_path, "--engine", "triton", "--url", own_server.url,
+               "--engine-timeout", str(IDLE_TIMEOUT_S)) as served:
+        assert _health(served.address) == SERVING
+        os.kill(own_server.pid, signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            events = _run_one(served.address, "What is the capital of France?", 4)
+            waited = time.monotonic() - started
+            errors = [e.error.message for e in events if e.WhichOneof("event") == "error"]
+            _wait_health(served.address, NOT_SERVING, 5)  # the server polls its engines
+        finally:
+            os.kill(own_server.pid, signal.SIGCONT)
+        _wait_health(served.address, SERVING, 30)
+        after = _run_one(served.address, "Name three primary colors.", 4)
+    assert len(errors) == 1 and own_server.url in errors[0], errors
+    assert waited < IDLE_TIMEOUT_S + TIMEOUT_MARGIN_S
+    assert [e.WhichOneof("event") for e in after].count("row_output") == 1
 
 
 def test_first_request_after_a_restart_succeeds(own_server):
