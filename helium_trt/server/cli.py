@@ -31,10 +31,23 @@ def build_parser() -> argparse.ArgumentParser:
             "on Triton / TensorRT-LLM."
         ),
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(f"helium_trt.server.commands.{name}").register(subparsers)
     return parser
+
+
+def _version() -> str:
+    """The installed distribution's version (package metadata), else the source tree's."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("helium_trt")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        from helium_trt import __version__
+
+        return __version__
 
 
 def main(argv: list[str] | None = None) -> int:

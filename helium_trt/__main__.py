@@ -1,0 +1,7 @@
+"""`python -m helium_trt`: the `helium-trt` command line."""
+
+import sys
+
+from helium_trt.server.cli import main
+
+sys.exit(main())
