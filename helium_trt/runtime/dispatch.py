@@ -33,8 +33,12 @@ from helium_trt.engine.base import (
 )
 from helium_trt.plan.ops import LlmOp
 from helium_trt.runtime.options import RunOptions
+from helium_trt.runtime.planning import RuntimeCaches
+from helium_trt.runtime.single_flight import DEFAULT_TENANT_KEY, FlightKey
 from helium_trt.runtime.stats import StatsAccumulator
-from helium_trt.scheduler import Schedule, retention_spans
+from helium_trt.runtime.worker_loads import WorkTicket
+from helium_trt.scheduler import CallPlan, Schedule, retention_spans
+from helium_trt.scheduler.dispatch_cost import StepCosts, choose_worker
 
 # NOTE: kv_prefix_reuse off sends EngineRequest.reuse_prefix=False, which the embedded engine
 # honours (no match, no publish); TritonEngine cannot (TensorRT-LLM has no per-request switch),
@@ -60,12 +64,18 @@ class Dispatcher:
     stream or its result."""
 
     def __init__(self, engines: Sequence[Engine], schedule: Schedule, options: RunOptions,
-                 stats: StatsAccumulator, run_id: str) -> None:
+                 stats: StatsAccumulator, run_id: str, caches: RuntimeCaches | None = None) -> None:
         self._run_id = run_id
         self._engines = list(engines)
         self._schedule = schedule
         self._options = options
         self._stats = stats
+        self._caches = caches if caches is not None else RuntimeCaches()
+        self._costs = StepCosts()
+        # Engines that share blocks among requests in flight need no leader to hold siblings.
+        self._use_leaders = schedule.config.proactive_warming and not all(
+            shares_inflight_prefixes(e) for e in engines)
+        self._place_at_dispatch = schedule.config.cache_aware and len(engines) > 1
         self._free = [max(1, options.max_inflight)] * len(engines)
         self._waiting: list[list] = [[] for _ in engines]
         self._seq = itertools.count()
@@ -77,24 +87,68 @@ class Dispatcher:
 
     async def call(self, call_id: str, item: int, llm: LlmOp, prompt: tuple[int, ...],
                    on_text: Callable[[str], None] | None) -> CallOutcome:
+        """Run one LLM call; an identical deterministic call in flight (this run's or another
+        of the tenant's) is joined instead when the prompt-result cache is on."""
         plan = self._schedule.calls[call_id]
+        if not (self._options.prompt_cache and llm.config.is_deterministic):
+            self._stats.note_call(None)
+            return await self._call(plan, call_id, item, llm, prompt, on_text)
+        key = FlightKey(_tenant_key(self._options), llm.model, prompt, llm.config)
+        self._stats.note_call(key)
+        outcome, joined = await self._caches.flights.call(
+            key, lambda publish: self._call(plan, call_id, item, llm, prompt, publish), on_text)
+        if not joined:
+            return outcome
+        self._stats.num_shared_calls += 1
+        self._consume_prefix(plan, item)
+        # Nothing was computed for this call: its whole prompt counts as reused.
+        return CallOutcome(outcome.text, outcome.num_prompt_tokens, outcome.num_prompt_tokens,
+                           outcome.num_output_tokens)
+
+    async def _call(self, plan: CallPlan, call_id: str, item: int, llm: LlmOp,
+                    prompt: tuple[int, ...], on_text) -> CallOutcome:
         led = await self._follow_leaders(plan, call_id)
-        worker = plan.worker
         try:
-            await self._acquire(worker, plan.rank)
-        except BaseException:
-            _set_all(led)
-            raise
-        try:
-            request = self._request(call_id, item, llm, prompt, plan)
-            return await self._run(self._engines[worker], request, on_text, led)
+            num_decode = self._caches.output_lengths.estimate(call_id.rpartition("#")[0],
+                                                              llm.config.max_tokens)
+            worker, num_uncached = self._place(plan, prompt, num_decode)
+            engine = self._engines[worker]
+            ticket = self._caches.loads.add(engine, prompt, num_uncached, num_decode,
+                                            getattr(self._options, "cache_salt", None))
+            try:
+                await self._acquire(worker, plan.rank)
+                try:
+                    request = self._request(call_id, item, llm, prompt, plan)
+                    return await self._run(engine, request, on_text, led, ticket)
+                finally:
+                    self._release(worker)
+            finally:
+                ticket.done()
         finally:
             _set_all(led)
-            self._release(worker)
+
+    def _place(self, plan: CallPlan, prompt: tuple[int, ...], num_decode: int) -> tuple[int, int]:
+        """(worker, prompt tokens to compute there): the plan's worker when cache-aware
+        scheduling is off (round robin), else the least costly worker now."""
+        loads, salt = self._caches.loads, self._salt(prompt)
+        if not self._place_at_dispatch:
+            engine = self._engines[plan.worker]
+            return plan.worker, len(prompt) - loads.num_cached(engine, prompt, salt)
+        uncached = [len(prompt) - loads.num_cached(e, prompt, salt) for e in self._engines]
+        worker = choose_worker(uncached, num_decode, loads.queues(self._engines),
+                               self._costs)
+        return worker, uncached[worker]
+
+    def _salt(self, prompt: tuple[int, ...]) -> dict:
+        """``num_resident_tokens`` keywords: passed only when the run's blocks are salted."""
+        salt = getattr(self._options, "cache_salt", None)
+        if salt is None:
+            return {}
+        return {"cache_salt": salt, "num_public_tokens": self._options.num_public_tokens(prompt)}
 
     async def _follow_leaders(self, plan, call_id: str) -> list[asyncio.Future]:
         """Wait for the leaders of this call's prefix groups; return the groups it leads."""
-        if plan.prefix_id is None or not self._schedule.config.proactive_warming:
+        if plan.prefix_id is None or not self._use_leaders:
             return []
         row = call_id.rpartition("#")[2]  # runtime.calls.call_id: op_id#row
         led: list[asyncio.Future] = []
@@ -108,10 +162,7 @@ class Dispatcher:
         return led
 
     def _request(self, call_id, item, llm: LlmOp, prompt, plan) -> EngineRequest:
-        is_last = True
-        if plan.prefix_id is not None and item == 0:
-            self._remaining[plan.prefix_id] -= 1
-            is_last = self._remaining[plan.prefix_id] <= 0
+        is_last = self._consume_prefix(plan, item)
         spans, decode = retention_spans(plan.shared_len, is_last, self._schedule.config)
         if llm.return_history and decode is not None:
             # The next round's prompt starts with this whole conversation: keep it at default.
@@ -128,15 +179,25 @@ class Dispatcher:
             retention_ranges=_ranges(spans), decode_retention_priority=decode,
             priority=self._options.priority, reuse_prefix=self._options.kv_prefix_reuse)
 
+    def _consume_prefix(self, plan: CallPlan, item: int) -> bool:
+        """Count one consumer of the call's shared prefix; True once it was the last."""
+        if plan.prefix_id is None or item != 0:
+            return True
+        self._remaining[plan.prefix_id] -= 1
+        return self._remaining[plan.prefix_id] <= 0
+
     async def _run(self, engine: Engine, request: EngineRequest, on_text,
-                   led: list[asyncio.Future]) -> CallOutcome:
+                   led: list[asyncio.Future], ticket: WorkTicket) -> CallOutcome:
         result = None
         async for item in engine.generate(request):
             _set_all(led)  # the first token means the prompt's blocks are cached
+            ticket.prefilled()
             if isinstance(item, RequestResult):
                 result = item
-            elif on_text is not None and item.text:
-                on_text(item.text)
+            else:
+                ticket.decoded(len(item.token_ids))
+                if on_text is not None and item.text:
+                    on_text(item.text)
         if result is None or result.finish_reason in ("error", "cancelled"):
             reason = result.error if result is not None and result.error else "no result"
             raise CallFailed(f"engine call failed: {reason}")
@@ -170,6 +231,19 @@ class Dispatcher:
                 continue
             self._free[worker] -= 1
             future.set_result(None)
+
+
+def shares_inflight_prefixes(engine: Engine) -> bool:
+    """The engine's optional capability flag: a request reuses the blocks of a prompt another
+    request is still prefilling (vLLM; the embedded engine holds such a request back until the
+    blocks exist), so siblings need no prefix leader to hold them."""
+    return bool(getattr(engine, "shares_inflight_prefixes", False))
+
+
+def _tenant_key(options: RunOptions) -> str:
+    """The single-flight table's tenant: runs share flights only under one cache salt (the
+    server sets it per tenant; none: every run is the one default tenant)."""
+    return getattr(options, "cache_salt", None) or DEFAULT_TENANT_KEY
 
 
 def _set_all(futures: list[asyncio.Future]) -> None:

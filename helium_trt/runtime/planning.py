@@ -17,15 +17,20 @@ from helium_trt.plan.graph import Plan
 from helium_trt.runtime.calls import PlannedCalls, PromptTokenizer, plan_calls
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.patterns import RE2
+from helium_trt.runtime.single_flight import SingleFlight
+from helium_trt.runtime.worker_loads import WorkerLoads
 from helium_trt.scheduler import OutputLengths, Schedule, SchedulerConfig, build_schedule
 
 
 @dataclass
 class RuntimeCaches:
-    """State kept across requests: prompt results and observed output lengths per operator."""
+    """State kept across requests: prompt results and observed output lengths per operator,
+    the LLM calls in flight (single flight) and the work queued on each engine."""
 
     prompt_cache: PromptResultCache = field(default_factory=PromptResultCache)
     output_lengths: OutputLengths = field(default_factory=OutputLengths)
+    flights: SingleFlight = field(default_factory=SingleFlight)
+    loads: WorkerLoads = field(default_factory=WorkerLoads)
 
 
 @dataclass(frozen=True, slots=True)

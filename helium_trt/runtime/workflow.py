@@ -74,8 +74,8 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
                              num_ops_before=len(plan.ops), num_ops_after=len(prepared.optimized.plan))
     queue: asyncio.Queue = asyncio.Queue()
     run_id = run_id or uuid.uuid4().hex[:12]
-    run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats, run_id), options,
-               caches, stats, queue.put_nowait, tools, run_id)
+    run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats, run_id, caches),
+               options, caches, stats, queue.put_nowait, tools, run_id)
     row_tasks = [asyncio.ensure_future(_RowRun(run, i, row).execute()) for i, row in enumerate(rows)]
     done = asyncio.ensure_future(asyncio.gather(*row_tasks))
     done.add_done_callback(lambda gathered: _retrieve(gathered) or queue.put_nowait(None))
