@@ -104,7 +104,10 @@ def config_key(config: GenerationConfig) -> tuple:
     """The generation settings that change the output of a deterministic call."""
     seed = None if config.temperature == 0.0 else config.seed
     sampling = () if config.temperature == 0.0 else (config.temperature, config.top_p, config.top_k)
-    return (config.max_tokens, sampling, seed, tuple(config.stop))
+    # NOTE: n and the *_from references are in the key so that an operator's own config (as
+    # the plan holds it) never finds what one resolved call stored (n = 1, values filled in).
+    return (config.max_tokens, sampling, seed, tuple(config.stop), config.ignore_eos, config.n,
+            config.max_tokens_from, config.stop_from)
 
 
 def _entry_bytes(key: CacheKey, output: str) -> int:

@@ -70,6 +70,10 @@ def _details(op: Op) -> str:
 def _llm(op: LlmOp) -> str:
     c = op.config
     extra = f" seed={c.seed}" if c.seed is not None else ""
+    extra += f" n={c.n}" if c.n > 1 else ""
+    extra += " ignore_eos" if c.ignore_eos else ""
+    extra += f" max_tokens_from={c.max_tokens_from}" if c.max_tokens_from else ""
+    extra += f" stop_from={c.stop_from}" if c.stop_from else ""
     history = " return_history" if op.return_history else ""
     model = f" model={op.model}" if op.model else ""
     return (f"prompt={op.prompt} mode={op.mode}{model} max_tokens={c.max_tokens} "

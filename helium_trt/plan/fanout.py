@@ -16,30 +16,30 @@ from helium_trt.plan.ops import CacheFetchOp, FormatOp, InputOp, LlmOp, MapOp, S
 
 def count_llm_calls(plan: Plan, rows: Sequence[dict]) -> int:
     """LLM calls of ``plan`` over ``rows``: each LLM operator once per row (per element of the
-    list its prompt holds), rows answered from the result cache aside.
+    list its prompt holds, times its ``n`` samples), rows answered from the result cache aside.
 
     NOTE: an upper bound: every branch of a switch is counted, though only one runs.
     """
     sources = _list_sources(plan)
-    calls = [(sources[prompt], hit_rows) for prompt, hit_rows in _calls(plan)]
+    calls = [(sources[llm.prompt], hit_rows, llm.config.n) for llm, hit_rows in _calls(plan)]
     inputs = [(op.id, op.column) for op in plan.ops if isinstance(op, InputOp)]
     total = 0
     for index, row in enumerate(rows):
         lengths = {op_id: len(row[column]) for op_id, column in inputs
                    if isinstance(row.get(column), list)}
-        for prompt_sources, hit_rows in calls:
+        for prompt_sources, hit_rows, num_samples in calls:
             if index not in hit_rows:
-                total += max((lengths.get(s, 1) for s in prompt_sources), default=1)
+                total += max((lengths.get(s, 1) for s in prompt_sources), default=1) * num_samples
     return total
 
 
 def _calls(plan: Plan):
-    """(prompt operator id, rows answered from the result cache) of every LLM call site."""
+    """(LLM operator, rows answered from the result cache) of every LLM call site."""
     for op in plan.ops:
         if isinstance(op, LlmOp):
-            yield op.prompt, frozenset()
+            yield op, frozenset()
         elif isinstance(op, CacheFetchOp) and op.fallback is not None:
-            yield op.fallback.prompt, frozenset(dict(op.hits))
+            yield op.fallback, frozenset(dict(op.hits))
 
 
 def _list_sources(plan: Plan) -> dict[str, frozenset[str]]:

@@ -38,17 +38,34 @@ def template_refs(template: Template) -> tuple[str, ...]:
 
 @dataclass(frozen=True, slots=True)
 class GenerationConfig:
+    """Generation settings of an LLM operator.
+
+    ``n`` > 1 samples the prompt n times (sample j with seed ``seed + j`` when a seed is set);
+    the operator's value is then the list of the samples. ``max_tokens_from`` / ``stop_from``
+    name operators whose value (per row, per element of a list) gives that call's max_tokens
+    (a whole number as text) or one more stop string; they are resolved per call at run time.
+    """
+
     max_tokens: int = 128
     temperature: float = 0.0
     top_p: float = 1.0
     top_k: int = 0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    ignore_eos: bool = False
+    n: int = 1
+    max_tokens_from: str | None = None
+    stop_from: str | None = None
 
     @property
     def is_deterministic(self) -> bool:
         """Greedy, or sampling with a fixed seed: the same prompt always gives the same text."""
         return self.temperature == 0.0 or self.seed is not None
+
+    @property
+    def refs(self) -> tuple[str, ...]:
+        """Operators the settings read (``max_tokens_from``, ``stop_from``)."""
+        return tuple(r for r in (self.max_tokens_from, self.stop_from) if r is not None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,7 +137,7 @@ class LlmOp(Op):
 
     @property
     def inputs(self) -> tuple[str, ...]:
-        return (self.prompt,)
+        return _dedupe((self.prompt, *self.config.refs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -256,7 +273,11 @@ def with_inputs_renamed(op: Op, mapping: dict[str, str]) -> Op:
         msgs = tuple(replace(m, template=rt(m.template), history=r(m.history)) for m in op.messages)
         return replace(op, template=rt(op.template), messages=msgs)
     if isinstance(op, LlmOp):
-        return replace(op, prompt=r(op.prompt))
+        config = op.config
+        if config.refs:
+            config = replace(config, max_tokens_from=r(config.max_tokens_from),
+                             stop_from=r(config.stop_from))
+        return replace(op, prompt=r(op.prompt), config=config)
     if isinstance(op, ConcatOp):
         return replace(op, parts=tuple(r(p) for p in op.parts))
     if isinstance(op, MapOp):

@@ -71,7 +71,7 @@ def _kind_of(op: Op, kinds: dict[str, str]) -> str:
     if isinstance(op, LlmOp):
         if op.return_history:
             return CHAT
-        return LIST if kinds.get(op.prompt) == LIST else TEXT
+        return LIST if op.config.n > 1 or kinds.get(op.prompt) == LIST else TEXT
     if isinstance(op, CacheFetchOp):
         return _kind_of(op.fallback, kinds) if op.fallback is not None else ANY
     if isinstance(op, SwitchOp):
@@ -123,6 +123,7 @@ def _named_refs(op: Op):
         return
     if isinstance(op, LlmOp):
         yield "prompt", op.prompt
+        yield from _config_refs(op)
     elif isinstance(op, OutputOp):
         yield "input", op.input
     elif isinstance(op, ConcatOp):
@@ -146,6 +147,14 @@ def _named_refs(op: Op):
         yield from ((f"args[{k!r}]", v) for k, v in op.args)
     elif isinstance(op, CacheFetchOp) and op.fallback is not None:
         yield "fallback.prompt", op.fallback.prompt
+        yield from ((f"fallback.{name}", ref) for name, ref in _config_refs(op.fallback))
+
+
+def _config_refs(op: LlmOp):
+    for name in ("max_tokens_from", "stop_from"):
+        ref = getattr(op.config, name)
+        if ref is not None:
+            yield f"config.{name}", ref
 
 
 def _check_generation(op: LlmOp) -> None:
@@ -165,6 +174,12 @@ def _check_generation(op: LlmOp) -> None:
                                    op_id=op.id, field="config.top_k")
     if any(not s for s in c.stop):
         raise InvalidWorkflowError("stop strings must be non-empty", op_id=op.id, field="config.stop")
+    if c.n < 1:
+        raise InvalidWorkflowError(f"n must be >= 1, got {c.n}", op_id=op.id, field="config.n")
+    if c.n > 1 and c.temperature == 0:
+        raise InvalidWorkflowError(
+            f"n = {c.n} samples need temperature > 0: greedy decoding gives n identical outputs",
+            op_id=op.id, field="config.n")
     if op.mode not in ("auto", "generate", "chat"):
         raise InvalidWorkflowError(f"unknown mode {op.mode!r}", op_id=op.id, field="mode")
 
@@ -273,6 +288,10 @@ def _check_types(op: Op, kinds: dict[str, str]) -> None:
             raise InvalidWorkflowError(f"{ref!r} is an output operator and yields no value",
                                        op_id=op.id, field=field_name)
     if isinstance(op, LlmOp):
+        for field_name, ref in _config_refs(op):
+            if kinds.get(ref) == CHAT:
+                raise InvalidWorkflowError(f"{ref!r} yields a conversation, not text",
+                                           op_id=op.id, field=field_name)
         prompt_kind = kinds.get(op.prompt)
         if op.mode == "generate" and prompt_kind == CHAT:
             raise InvalidWorkflowError(

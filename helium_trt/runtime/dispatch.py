@@ -175,7 +175,7 @@ class Dispatcher:
             prompt_token_ids=prompt,
             sampling=SamplingConfig(max_tokens=c.max_tokens, temperature=c.temperature,
                                     top_p=c.top_p, top_k=c.top_k, seed=c.seed,
-                                    stop_strings=tuple(c.stop)),
+                                    stop_strings=tuple(c.stop), ignore_eos=c.ignore_eos),
             retention_ranges=_ranges(spans), decode_retention_priority=decode,
             priority=self._options.priority, reuse_prefix=self._options.kv_prefix_reuse)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
 from helium_trt.engine.base import Engine
@@ -30,6 +30,7 @@ from helium_trt.runtime.dispatch import CallFailed, Dispatcher
 from helium_trt.runtime.events import (
     Event, OpFinished, OpStarted, RowOutput, RunError, TokenDelta,
 )
+from helium_trt.runtime.generation import resolve_config, sample_configs
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.planning import PreparedRun, RuntimeCaches, prepare_run, prompt_over_limit
 from helium_trt.runtime.stats import StatsAccumulator
@@ -234,19 +235,24 @@ class _RowRun:
     async def _llm(self, op_id: str, llm: LlmOp):
         template = self.ctx.prepared.calls.templates[op_id]
         refs = [s.op_id for s in template if isinstance(s, Ref)]
-        values = await self._gather(refs)
+        values = await self._gather((*refs, *llm.config.refs))
         prompt_value = await self.value(llm.prompt)
         self.ctx.emit(OpStarted(op_id, self.row))
         started = time.perf_counter()
         n = V.num_elements(op_id, values)
-        if n is None:
-            results = [await self._one_call(op_id, llm, values, prompt_value, 0)]
+        elements = [(values, prompt_value)] if n is None else [
+            (V.element_values(values, i), _element(prompt_value, i)) for i in range(n)]
+        # One call per element and sample; element i's samples are items i*n .. i*n + n - 1.
+        calls = [(sample, element_values, element_prompt)
+                 for element_values, element_prompt in elements
+                 for sample in self._samples(llm, element_values)]
+        if len(calls) == 1 and n is None:
+            results = [await self._one_call(op_id, *calls[0], 0)]
         else:
-            results = await asyncio.gather(*(
-                self._one_call(op_id, llm, V.element_values(values, i),
-                               _element(prompt_value, i), i) for i in range(n)))
+            results = await asyncio.gather(*(self._one_call(op_id, *call, item)
+                                             for item, call in enumerate(calls)))
         outputs = [r[0] for r in results]
-        value = outputs[0] if n is None else outputs
+        value = outputs[0] if n is None and llm.config.n == 1 else outputs
         self.ctx.emit(OpFinished(
             op_id, self.row, V.output_text(value),
             prompt_tokens=sum(r[1] for r in results), cached_tokens=sum(r[2] for r in results),
@@ -254,6 +260,11 @@ class _RowRun:
             from_result_cache=all(r[4] for r in results),
             latency_ms=(time.perf_counter() - started) * 1000.0))
         return value
+
+    def _samples(self, llm: LlmOp, values: dict) -> list[LlmOp]:
+        """``llm`` with one element's generation settings resolved, once per sample."""
+        config = resolve_config(llm, values, self.ctx.plan.by_id, self.row)
+        return [llm if c == llm.config else replace(llm, config=c) for c in sample_configs(config)]
 
     async def _one_call(self, op_id: str, llm: LlmOp, values: dict, prompt_value, item: int):
         """(output value, prompt tokens, cached tokens, output tokens, from result cache)."""
