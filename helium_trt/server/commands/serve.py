@@ -1,6 +1,8 @@
 """`helium-trt serve`: the helium.v1 gRPC service (with health and reflection) on the embedded
 CPU engine, or on Triton endpoints serving the tensorrt_llm tensor contract (`--engine triton
---url HOST:PORT`, repeatable: each URL is one worker for the scheduler's placement)."""
+--url HOST:PORT`, repeatable: each URL is one worker for the scheduler's placement), or on
+OpenAI-compatible completions servers such as vLLM (`--engine openai --url HOST:PORT`,
+repeatable likewise)."""
 
 from __future__ import annotations
 
@@ -19,15 +21,17 @@ def register(subparsers) -> None:
                               description=__doc__)
     p.add_argument("--address", default="127.0.0.1:50051",
                    help="host:port to listen on (default 127.0.0.1:50051; port 0 picks one)")
-    p.add_argument("--engine", choices=("embedded", "triton"), default="embedded",
-                   help="embedded CPU engine (default) or Triton tensorrt_llm endpoints")
+    p.add_argument("--engine", choices=("embedded", "triton", "openai"), default="embedded",
+                   help="embedded CPU engine (default), Triton tensorrt_llm endpoints, or "
+                   "OpenAI-compatible completions servers (vLLM ...), streamed")
     p.add_argument("--model", metavar="DIR", help="model directory: weights for the embedded "
-                   "engine, tokenizer for Triton (default: $HELIUM_MODEL_DIR or "
+                   "engine, tokenizer for Triton and OpenAI servers (default: $HELIUM_MODEL_DIR or "
                    "./models/SmolLM2-135M-Instruct)")
     p.add_argument("--workers", type=int, default=1,
                    help="embedded engines sharing one copy of the weights (default 1)")
     p.add_argument("--url", action="append", default=[], metavar="HOST:PORT",
-                   help="Triton gRPC endpoint (repeatable), with --engine triton")
+                   help="Triton gRPC endpoint with --engine triton, or OpenAI-compatible server "
+                   "with --engine openai (repeatable: each is one worker)")
     p.add_argument("--triton-model", default="tensorrt_llm",
                    help="Triton model name (default tensorrt_llm)")
     p.add_argument("--engine-timeout", type=float, default=60.0, metavar="SECONDS",
@@ -85,6 +89,13 @@ async def open_engines(args: argparse.Namespace) -> list:
     from helium_trt.errors import InvalidWorkflowError
 
     model_dir = require_model_dir(args.model)
+    if args.engine == "openai":
+        from helium_trt.engine.openai import connect_endpoints
+
+        if not args.url:
+            raise InvalidWorkflowError("--engine openai needs at least one --url HOST:PORT",
+                                       field="--url")
+        return await connect_endpoints(args.url, model_dir)
     if args.engine == "triton":
         from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 
