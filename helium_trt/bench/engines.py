@@ -1,6 +1,8 @@
-"""Engine wrappers for the benchmark: a recorder of every call, and the OpWise admission gate.
+"""Engine wrappers for the benchmark: a recorder of every call, the OpWise admission gate, and
+a load balancer in front of several workers (the call-level baselines' round robin and least
+loaded).
 
-Both wrap any Engine and forward the protocol; the runtime sees an ordinary engine.
+Each wraps any Engine and forwards the protocol; the runtime sees an ordinary engine.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ class _Forwarding:
         self.inner = engine
         self.info = engine.info
         self.tokenizer = engine.tokenizer
+        self.shares_inflight_prefixes = getattr(engine, "shares_inflight_prefixes", False)
 
     async def warm(self, prompt_token_ids: Sequence[int],
                    retention_ranges: Sequence[RetentionRange] = ()) -> WarmResult:
@@ -48,7 +51,8 @@ class _Forwarding:
 
 @dataclass
 class CallLog:
-    """What the engine was asked and did: prompts, prefill and decode tokens, warm-ups."""
+    """What the engines were asked and did: prompts, prefill and decode tokens, warm-ups, and
+    how many calls each worker got (``RecordingEngine.worker``)."""
 
     prompts: list[tuple[int, ...]] = field(default_factory=list)
     outputs: list[tuple[int, ...]] = field(default_factory=list)  # token ids, one per prompt
@@ -57,14 +61,16 @@ class CallLog:
     num_decoded: int = 0
     num_warm_computed: int = 0
     num_calls: int = 0
+    worker_calls: dict[int, int] = field(default_factory=dict)
 
 
 class RecordingEngine(_Forwarding):
     """Counts every call's prompt and prefill tokens as the engine reports them."""
 
-    def __init__(self, engine: Engine, log: CallLog) -> None:
+    def __init__(self, engine: Engine, log: CallLog, worker: int = 0) -> None:
         super().__init__(engine)
         self.log = log
+        self.worker = worker
 
     def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
         return self._record(request, self.inner.generate(request))
@@ -73,6 +79,7 @@ class RecordingEngine(_Forwarding):
         async for item in stream:
             if isinstance(item, RequestResult):
                 self.log.num_calls += 1
+                self.log.worker_calls[self.worker] = self.log.worker_calls.get(self.worker, 0) + 1
                 self.log.prompts.append(tuple(request.prompt_token_ids))
                 self.log.outputs.append(tuple(item.output_token_ids))
                 self.log.num_computed += item.num_computed_tokens
@@ -138,3 +145,67 @@ class OpWiseGate(_Forwarding):
         for future in self._waiting.pop(op_id):
             if not future.done():
                 future.set_result(None)
+
+
+ROUND_ROBIN = "round-robin"
+LEAST_LOADED = "least-loaded"
+
+
+class Balancer:
+    """Several workers behind one engine, as a load balancer in front of N servers shows them
+    to a workflow-unaware client: each call goes to the next worker (round robin) or to the one
+    with the fewest calls in flight (least loaded, the lowest index among equals)."""
+
+    def __init__(self, engines: Sequence[Engine], policy: str) -> None:
+        if policy not in (ROUND_ROBIN, LEAST_LOADED):
+            raise ValueError(f"unknown balancing policy {policy!r}")
+        self.engines = list(engines)
+        self.policy = policy
+        self.info = self.engines[0].info
+        self.tokenizer = self.engines[0].tokenizer
+        self._in_flight = [0] * len(self.engines)
+        self._next = 0
+        self._owner: dict[str, int] = {}
+
+    def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
+        if self.policy == ROUND_ROBIN:
+            worker, self._next = self._next, (self._next + 1) % len(self.engines)
+        else:
+            worker = min(range(len(self.engines)), key=lambda w: (self._in_flight[w], w))
+        stream = self.engines[worker].generate(request)
+        self._in_flight[worker] += 1  # counted from submission, as a balancer sees it
+        self._owner[request.request_id] = worker
+        return self._tracked(request.request_id, worker, stream)
+
+    async def _tracked(self, request_id: str, worker: int, stream):
+        try:
+            async for item in stream:
+                yield item
+        finally:
+            self._in_flight[worker] -= 1
+            self._owner.pop(request_id, None)
+
+    async def warm(self, prompt_token_ids: Sequence[int],
+                   retention_ranges: Sequence[RetentionRange] = ()) -> WarmResult:
+        results = [await e.warm(prompt_token_ids, retention_ranges) for e in self.engines]
+        return WarmResult(results[0].num_prompt_tokens, sum(r.num_cached_tokens for r in results),
+                          sum(r.num_computed_tokens for r in results))
+
+    async def cancel(self, request_id: str) -> None:
+        worker = self._owner.get(request_id)
+        if worker is not None:
+            await self.engines[worker].cancel(request_id)
+
+    def num_resident_tokens(self, token_ids: Sequence[int]) -> int:
+        return max(e.num_resident_tokens(token_ids) for e in self.engines)
+
+    def num_free_blocks(self) -> int:
+        return sum(e.num_free_blocks() for e in self.engines)
+
+    def health(self) -> EngineHealth:
+        return next((h for h in (e.health() for e in self.engines) if not h.healthy),
+                    EngineHealth(True))
+
+    async def close(self) -> None:
+        for engine in self.engines:
+            await engine.close()

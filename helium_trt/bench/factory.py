@@ -19,8 +19,11 @@ class BenchEngines:
     """``build`` gives each system a fresh engine (an empty KV cache) on shared weights."""
 
     def __init__(self, model_dir: Path, dtype: str = "bfloat16", block_size: int = 16,
-                 kv_cache_mb: int = 512, vllm: vllm_server.VllmConfig | None = None) -> None:
+                 kv_cache_mb: int = 512, vllm: vllm_server.VllmConfig | None = None,
+                 num_workers: int = 1, num_threads: int | None = None) -> None:
         self.model_dir = Path(model_dir)
+        self.num_workers = num_workers
+        self.num_threads = num_threads
         self.dtype = dtype
         self.block_size = block_size
         self.kv_cache_mb = kv_cache_mb
@@ -42,12 +45,19 @@ class BenchEngines:
             finally:
                 self._vllm_url = None
 
+    def build_workers(self, system: System, kv_blocks: int | None) -> list[Engine]:
+        """``num_workers`` embedded engines on the shared weights (one vLLM server: one)."""
+        if system.engine == "vllm":
+            return [self._vllm_engine()]
+        return [self.build(system, kv_blocks) for _ in range(self.num_workers)]
+
     def build(self, system: System, kv_blocks: int | None) -> Engine:
         if system.engine == "vllm":
             return self._vllm_engine()
         config = EngineConfig(model_dir=str(self.model_dir), block_size=self.block_size,
                               num_blocks=kv_blocks, kv_cache_mb=self.kv_cache_mb,
-                              dtype=self.dtype, enable_prefix_caching=system.prefix_caching)
+                              dtype=self.dtype, enable_prefix_caching=system.prefix_caching,
+                              num_threads=self.num_threads)
         engine = EmbeddedEngine(config, model=self._model)
         self._model = engine.model
         return engine

@@ -12,7 +12,7 @@ import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Protocol, Sequence
 
-from helium_trt.bench.engines import CallLog, OpWiseGate, RecordingEngine
+from helium_trt.bench.engines import Balancer, CallLog, OpWiseGate, RecordingEngine
 from helium_trt.bench.systems import OPWISE, QUERYWISE, System
 from helium_trt.bench.workloads import Workload
 from helium_trt.engine.base import Engine
@@ -32,6 +32,8 @@ class EngineFactory(Protocol):
     def session(self, kind: str) -> ContextManager[None]: ...
 
     def build(self, system: System, kv_blocks: int | None) -> Engine: ...
+
+    def build_workers(self, system: System, kv_blocks: int | None) -> list[Engine]: ...
 
 
 @dataclass
@@ -56,6 +58,13 @@ class SystemRun:
     num_result_cache_hits: int
     kv_blocks: int | None
     max_prompt_tokens: int = 0
+    # Distinct calls asked for (the runtime's RunStats), calls that joined an identical one in
+    # flight, and the engine calls each worker got.
+    num_distinct_prompts: int = 0
+    num_shared_calls: int = 0
+    worker_calls: list[int] = field(default_factory=list)
+    wall_ms_all: list[float] = field(default_factory=list)  # every run's, with --repeat
+    prefill_computed_all: list[int] = field(default_factory=list)
     ttft_ms: dict[str, float] = field(default_factory=dict)
     outputs: dict[int, dict[str, str]] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -90,33 +99,43 @@ class _Timeline:
         return {op: sum(v) / len(v) for op, v in sorted(per_op.items())}
 
 
-async def run_system(workload: Workload, system: System, engine: Engine,
+async def run_system(workload: Workload, system: System, engine: Engine | Sequence[Engine],
                      kv_blocks: int | None = None) -> SystemRun:
-    """Runs ``workload`` once under ``system`` on ``engine`` (closed afterwards)."""
+    """Runs ``workload`` once under ``system`` on ``engine`` (or workers; closed afterwards)."""
     try:
         return await run_on_engine(workload, system, engine, RuntimeCaches(), kv_blocks)
     finally:
-        await engine.close()
+        for e in _as_list(engine):
+            await e.close()
 
 
-async def run_on_engine(workload: Workload, system: System, engine: Engine,
+async def run_on_engine(workload: Workload, system: System, engine: Engine | Sequence[Engine],
                         caches: RuntimeCaches, kv_blocks: int | None = None) -> SystemRun:
     """Runs ``workload`` once, leaving ``engine`` open and ``caches`` filled: the cross-batch
-    scenario runs a second batch on the same engine and caches."""
+    scenario runs a second batch on the same engine and caches. Several engines are workers:
+    the runtime places calls on them, or with ``system.balancer`` a load balancer does."""
     log = CallLog()
-    wrapped: Engine = RecordingEngine(engine, log)
+    wrapped: list[Engine] = [RecordingEngine(e, log, i) for i, e in enumerate(_as_list(engine))]
+    if system.balancer is not None:
+        wrapped = [Balancer(wrapped, system.balancer)]
     if system.order == OPWISE:
-        wrapped = OpWiseGate(wrapped, workload.plan.topo_order)
+        if len(wrapped) > 1:
+            raise ValueError("opwise runs on one worker")
+        wrapped = [OpWiseGate(wrapped[0], workload.plan.topo_order)]
     options = _with_streaming(system)
     timeline = _Timeline()
     start = time.perf_counter()
     if system.order == QUERYWISE:
         for index, row in enumerate(workload.rows):
-            await _drive(workload, [wrapped], (row,), options, caches, timeline, index)
+            await _drive(workload, wrapped, (row,), options, caches, timeline, index)
     else:
-        await _drive(workload, [wrapped], workload.rows, options, caches, timeline, 0)
+        await _drive(workload, wrapped, workload.rows, options, caches, timeline, 0)
     wall_ms = (time.perf_counter() - start) * 1000.0
     return _figures(workload, system, wall_ms, log, timeline, kv_blocks)
+
+
+def _as_list(engine: Engine | Sequence[Engine]) -> list[Engine]:
+    return list(engine) if isinstance(engine, (list, tuple)) else [engine]
 
 
 def _with_streaming(system: System):
@@ -147,8 +166,26 @@ def _figures(workload: Workload, system: System, wall_ms: float, log: CallLog,
         num_ops_after=max((s.num_ops_after for s in stats), default=0),
         num_result_cache_hits=sum(s.num_result_cache_hits for s in stats),
         kv_blocks=kv_blocks, max_prompt_tokens=max(map(len, log.prompts), default=0),
+        num_distinct_prompts=sum(s.num_distinct_prompts for s in stats),
+        num_shared_calls=sum(s.num_shared_calls for s in stats),
+        worker_calls=[log.worker_calls.get(w, 0)
+                      for w in range(max(log.worker_calls, default=0) + 1)],
         ttft_ms=timeline.ttft_per_op(), outputs=timeline.outputs,
         errors=timeline.errors)
+
+
+def merge_repeats(runs: Sequence[SystemRun]) -> list[SystemRun]:
+    """One SystemRun per system: its median run by wall time, carrying every run's wall time
+    and prefill computed (in run order)."""
+    by_system: dict[str, list[SystemRun]] = {}
+    for run in runs:
+        by_system.setdefault(run.system, []).append(run)
+    merged = []
+    for group in by_system.values():
+        median = sorted(group, key=lambda r: r.wall_ms)[(len(group) - 1) // 2]
+        merged.append(replace(median, wall_ms_all=[r.wall_ms for r in group],
+                              prefill_computed_all=[r.prefill_computed for r in group]))
+    return merged
 
 
 def half_kv_blocks(reference: SystemRun, fraction: float, block_size: int,
@@ -184,13 +221,15 @@ class BenchProgress:
 def run_all(workloads: Sequence[Workload], systems: Sequence[System], factory: EngineFactory,
             progress: BenchProgress | None = None,
             on_workload: Callable[[list[SystemRun]], None] | None = None,
-            warm_up: bool = True) -> list[SystemRun]:
+            warm_up: bool = True, repeat: int = 1) -> list[SystemRun]:
     """Every system on every workload, one at a time: all embedded-engine systems workload by
     workload (in the order given), then each other engine kind in one session.
 
     ``warm_up``: each workload first runs once untimed under the kind's first system. The
     first run of a workload's shapes in a process was ~0.7 s slower (Trading, 1 row: 6.3 s, then
     5.4-5.6 s for any system), a cost that otherwise always fell on the first system listed.
+    ``repeat``: the systems run in turn that many times (A B A B), and each system's figures
+    are the median run's, with every run's wall time and prefill kept (``merge_repeats``).
     """
     runs: list[SystemRun] = []
     kinds = list(dict.fromkeys(s.engine for s in systems))
@@ -203,8 +242,9 @@ def run_all(workloads: Sequence[Workload], systems: Sequence[System], factory: E
                     first = next(s for s in kind_systems if s.kv_fraction is None)
                     if progress:
                         progress.write(f"  {workload.label}: untimed warm-up ({first.name})")
-                    asyncio.run(run_system(workload, first, factory.build(first, None)))
-                for system in kind_systems:
+                    asyncio.run(run_system(workload, first, factory.build_workers(first, None)))
+                done: list[SystemRun] = []
+                for system in [s for _ in range(repeat) for s in kind_systems]:
                     kv_blocks = None
                     if system.kv_fraction is not None:
                         if reference is None:
@@ -213,13 +253,14 @@ def run_all(workloads: Sequence[Workload], systems: Sequence[System], factory: E
                                                    factory.block_size, reference.max_prompt_tokens)
                     if progress:
                         progress.begin(workload.label, system.name)
-                    engine = factory.build(system, kv_blocks)
-                    run = asyncio.run(run_system(workload, system, engine, kv_blocks))
+                    engines = factory.build_workers(system, kv_blocks)
+                    run = asyncio.run(run_system(workload, system, engines, kv_blocks))
                     if reference is None and system.kv_fraction is None:
                         reference = run
-                    runs.append(run)
+                    done.append(run)
                     if progress:
                         progress.end(run)
+                runs.extend(merge_repeats(done))
                 if on_workload:  # partial reports survive an interrupted run
                     on_workload(runs)
     return runs

@@ -32,6 +32,7 @@ def figures(run: SystemRun, by_system: dict[str, SystemRun]) -> dict:
         "prefill_efficiency": run.prefill_minimum / run.prefill_computed
         if run.prefill_computed else 0.0,
         "mean_ttft_ms": sum(ttfts) / len(ttfts) if ttfts else 0.0,
+        "wall_s_all": [ms / 1000.0 for ms in run.wall_ms_all],
         "speedup": {b: by_system[b].wall_ms / run.wall_ms for b in BASELINES
                     if b in by_system and run.wall_ms},
     })
@@ -106,8 +107,9 @@ def _why(helium: dict, baseline: dict) -> str:
 
 # ---- markdown ------------------------------------------------------------------------------
 
-_COLUMNS = ("system", "wall s", "rows/min", *(f"x {b}" for b in BASELINES), "prefill computed",
-            "reused", "trie min", "min/computed", "KV hit", "planning ms", "mean TTFT ms", "calls", "decode tok")
+_COLUMNS = ("system", "wall s", "rows/min", "prefill computed", "reused", "trie min",
+            "min/computed", "KV hit", "planning ms", "mean TTFT ms", "calls / distinct",
+            "decode tok")
 
 
 def markdown(report: dict) -> str:
@@ -122,18 +124,24 @@ def markdown(report: dict) -> str:
     for t in report["targets"]:
         lines.append(f"| {t['target']} | {t['value']:.2f} | {'yes' if t['met'] else 'NO'} | "
                      f"{t['why']} |")
+    if meta.get("num_workers", 1) > 1 or meta.get("repeat", 1) > 1:
+        lines.append(f"- {meta.get('num_workers', 1)} worker(s), {meta.get('num_threads')} "
+                     f"torch thread(s) each; systems run in turn {meta.get('repeat', 1)} time(s): "
+                     "wall s is the median run's, (min-max) of all; calls per worker after it.")
+    ran = {b for systems in report["workloads"].values() for b in systems if b in BASELINES}
+    baselines = [b for b in BASELINES if b in ran]
+    columns = (*_COLUMNS[:3], *(f"x {b}" for b in baselines), *_COLUMNS[3:])
     for workload, systems in report["workloads"].items():
-        lines += ["", f"## {workload}", "", "| " + " | ".join(_COLUMNS) + " |",
-                  "|" + "---|" * len(_COLUMNS)]
+        lines += ["", f"## {workload}", "", "| " + " | ".join(columns) + " |",
+                  "|" + "---|" * len(columns)]
         for name, f in systems.items():
             sp = f["speedup"]
-            cells = [name, f"{f['wall_s']:.2f}", f"{f['rows_per_min']:.1f}",
-                     *(f"{sp[b]:.2f}" if b in sp else "-" for b in BASELINES),
-                     str(f["prefill_computed"]), str(f["prefill_reused"]),
+            cells = [name + _per_worker(f), _wall_cell(f), f"{f['rows_per_min']:.1f}",
+                     *(f"{sp[b]:.2f}" if b in sp else "-" for b in baselines),
+                     _prefill_cell(f), str(f["prefill_reused"]),
                      str(f["prefill_minimum"]), f"{f['prefill_efficiency']:.2f}",
                      f"{f['kv_hit_rate']:.2f}", f"{f['planning_ms']:.1f}",
-                     f"{f['mean_ttft_ms']:.0f}", str(f["num_llm_calls"]),
-                     str(f["decode_tokens"])]
+                     f"{f['mean_ttft_ms']:.0f}", _calls_cell(f), str(f["decode_tokens"])]
             if f["num_rows_failed"]:
                 cells[0] += f" ({f['num_rows_failed']} rows failed)"
             lines.append("| " + " | ".join(cells) + " |")
@@ -142,6 +150,31 @@ def markdown(report: dict) -> str:
             ttft = ", ".join(f"{op} {ms:.0f}" for op, ms in helium["ttft_ms"].items())
             lines += ["", f"helium TTFT per operator (ms): {ttft}"]
     return "\n".join(lines) + "\n"
+
+
+def _wall_cell(f: dict) -> str:
+    runs = f.get("wall_s_all") or []
+    spread = f" ({min(runs):.2f}-{max(runs):.2f})" if len(runs) > 1 else ""
+    return f"{f['wall_s']:.2f}{spread}"
+
+
+def _prefill_cell(f: dict) -> str:
+    runs = f.get("prefill_computed_all") or []
+    spread = f" ({min(runs)}-{max(runs)})" if len(runs) > 1 and min(runs) != max(runs) else ""
+    return f"{f['prefill_computed']}{spread}"
+
+
+def _calls_cell(f: dict) -> str:
+    """Engine calls / distinct calls asked for (+ those that joined one in flight)."""
+    distinct = f.get("num_distinct_prompts") or 0
+    shared = f.get("num_shared_calls") or 0
+    return (f"{f['num_llm_calls']} / {distinct}" if distinct else str(f["num_llm_calls"])) + \
+        (f" (+{shared} shared)" if shared else "")
+
+
+def _per_worker(f: dict) -> str:
+    calls = f.get("worker_calls") or []
+    return f" [{'/'.join(map(str, calls))}]" if len(calls) > 1 else ""
 
 
 # ---- plot ----------------------------------------------------------------------------------

@@ -44,6 +44,9 @@ class SuiteConfig:
     json_path: Path | None = None
     command: str = ""
     sizes: dict = field(default_factory=dict)  # overrides QUICK/FULL_SIZES (tests)
+    num_workers: int = 1  # engines per system (the runtime places calls, or a balancer)
+    num_threads: int | None = None  # torch threads per engine (None: torch's setting)
+    repeat: int = 1  # each system this many times, in turn
 
 
 def build_workloads(config: SuiteConfig) -> list[Workload]:
@@ -94,20 +97,22 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
     elif not with_vllm:
         notes.append("vLLM peer skipped (no venv at "
                      f"{vllm_server.venv_path()}; run benchmarks/setup_vllm.sh, or --with-vllm).")
-    systems = select_systems(list(config.systems) if config.systems else None, with_vllm)
+    systems = select_systems(list(config.systems) if config.systems else None, with_vllm,
+                             config.num_workers)
     vllm = None
     if any(s.engine == "vllm" for s in systems):
         export = vllm_server.export_bf16(config.model_dir,
                                          config.model_dir.parent / (config.model_dir.name + "-bf16"))
         vllm = vllm_server.VllmConfig(venv=vllm_server.venv_path(), model_dir=export,
                                       log_path=config.out_dir / "vllm_server.log")
-    engines = BenchEngines(config.model_dir, dtype=config.dtype, vllm=vllm)
+    engines = BenchEngines(config.model_dir, dtype=config.dtype, vllm=vllm,
+                           num_workers=config.num_workers, num_threads=config.num_threads)
     workloads = build_workloads(config)
     write(f"bench: {len(workloads)} workloads x {len(systems)} systems "
           f"({', '.join(s.name for s in systems)})")
     warm_up(engines)
     planning_ms = measure_planning(engines) if "trading" in config.workloads else None
-    progress = BenchProgress(len(workloads) * len(systems), write)
+    progress = BenchProgress(len(workloads) * len(systems) * config.repeat, write)
     meta = {
         "command": config.command, "model": config.model_dir.name, "dtype": config.dtype,
         "quick": config.quick, "seed": config.seed, "with_vllm": with_vllm,
@@ -115,7 +120,10 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
         "host": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
         "started": datetime.datetime.now().isoformat(timespec="seconds"),
         "notes": notes, "planning_trading_32_rows_ms": planning_ms,
-        "stem": "bench_quick" if config.quick else "bench_full",
+        "num_workers": config.num_workers, "num_threads": config.num_threads,
+        "repeat": config.repeat,
+        "stem": ("bench_quick" if config.quick else "bench_full")
+        + (f"_workers{config.num_workers}" if config.num_workers > 1 else ""),
         "title": f"helium_trt bench{' --quick' if config.quick else ''}: {config.model_dir.name}",
     }
 
@@ -124,7 +132,8 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
         report = build_report(runs, meta)
         return report, write_all(report, config.out_dir, config.json_path)
 
-    runs = run_all(workloads, systems, engines, progress, on_workload=report_so_far)
+    runs = run_all(workloads, systems, engines, progress, on_workload=report_so_far,
+                   repeat=config.repeat)
     report, paths = report_so_far(runs)
     return report, runs, paths
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from helium_trt.bench.engines import LEAST_LOADED, ROUND_ROBIN
 from helium_trt.runtime.options import ALL_RULES, RunOptions, naive_options
 
 RUNTIME_ORDER = "runtime"
@@ -16,13 +17,16 @@ OPWISE = "opwise"
 QUERYWISE = "querywise"
 
 # Baselines every system's speed-up is reported against (when they ran).
-BASELINES = ("call-level", "opwise", "querywise", "naive", "vllm")
+BASELINES = ("call-level", "call-level round-robin", "call-level least-loaded", "opwise",
+             "querywise", "naive", "vllm")
 HELIUM = "helium"
 
 
 @dataclass(frozen=True, slots=True)
 class System:
-    """``kv_fraction``: KV cache blocks = this fraction of the working set (trie minimum)."""
+    """``kv_fraction``: KV cache blocks = this fraction of the working set (trie minimum).
+    ``balancer``: with several workers, they sit behind one load balancer with this policy
+    (bench.engines.Balancer) instead of being handed to the runtime one by one."""
 
     name: str
     description: str
@@ -31,6 +35,7 @@ class System:
     prefix_caching: bool = True
     kv_fraction: float | None = None
     engine: str = "embedded"
+    balancer: str | None = None
 
 
 # A workflow-unaware orchestrator (LangGraph / AgentScope style): every LLM call is issued as
@@ -65,6 +70,11 @@ def all_systems() -> tuple[System, ...]:
         System(OPWISE, "one operator at a time over all rows", _ORDERED_OPTIONS, order=OPWISE),
         System(QUERYWISE, "one row at a time through the whole workflow", _ORDERED_OPTIONS,
                order=QUERYWISE),
+        System("call-level round-robin", "call-level behind a round-robin balancer over the "
+               "workers (bench --workers)", CALL_LEVEL_OPTIONS, balancer=ROUND_ROBIN),
+        System("call-level least-loaded", "call-level behind a balancer sending each call to "
+               "the worker with the fewest calls in flight (bench --workers)", CALL_LEVEL_OPTIONS,
+               balancer=LEAST_LOADED),
         System("naive", "one call at a time, no prefix cache", naive_options(),
                prefix_caching=False),
         System("vllm", "vLLM (automatic prefix caching), workflow-unaware orchestrator",
@@ -72,8 +82,12 @@ def all_systems() -> tuple[System, ...]:
     )
 
 
-def select_systems(names: list[str] | None, with_vllm: bool) -> tuple[System, ...]:
-    systems = [s for s in all_systems() if with_vllm or s.engine != "vllm"]
+def select_systems(names: list[str] | None, with_vllm: bool,
+                   num_workers: int = 1) -> tuple[System, ...]:
+    """The systems to run: ``names`` (all by default, the balancer baselines only with several
+    workers: on one they are call-level)."""
+    systems = [s for s in all_systems() if (with_vllm or s.engine != "vllm")
+               and (num_workers > 1 or s.balancer is None or names)]
     if names:
         known = {s.name for s in all_systems()}
         unknown = [n for n in names if n not in known]

@@ -73,6 +73,38 @@ def test_markdown_plot_and_progress(bench):
     assert sum(line.lstrip().startswith("[") for line in lines) == 3
 
 
+# Two workers per system, each system twice in turn (A B C A B C).
+@pytest.fixture(scope="module")
+def workers_bench(tiny_model_dir, tmp_path_factory):
+    config = SuiteConfig(
+        model_dir=tiny_model_dir, workloads=("reflection",), dtype="float32",
+        systems=("helium", "call-level round-robin", "call-level least-loaded"),
+        with_vllm=False, out_dir=tmp_path_factory.mktemp("workers"), num_workers=2,
+        num_threads=1, repeat=2,
+        sizes={"reflection": (WorkloadSize(num_rows=2, max_tokens=4, padding=0),)})
+    lines: list[str] = []
+    report, runs, paths = run_suite(config, lines.append)
+    return report, {run.system: run for run in runs}, paths, lines
+
+
+def test_workers_balancers_and_repeats(workers_bench):
+    report, runs, paths, lines = workers_bench
+    assert sum(line.lstrip().startswith("[") for line in lines) == 6  # 3 systems x 2 runs
+    assert runs["helium"].outputs == runs["call-level round-robin"].outputs \
+        == runs["call-level least-loaded"].outputs
+    for run in runs.values():
+        assert len(run.wall_ms_all) == 2 and run.wall_ms in run.wall_ms_all
+        assert len(run.worker_calls) == 2 and sum(run.worker_calls) == run.num_llm_calls == 10
+    # Round robin alternates; helium asked for as many distinct calls as it made.
+    assert sorted(runs["call-level round-robin"].worker_calls) == [5, 5]
+    assert runs["helium"].num_distinct_prompts == runs["helium"].num_llm_calls
+    text = paths["markdown"].read_text()
+    assert paths["markdown"].name == "bench_quick_workers2.md"
+    assert "x call-level least-loaded" in text and "2 worker(s), 1 torch thread(s)" in text
+    helium_row = next(line for line in text.splitlines() if line.startswith("| helium ["))
+    assert "10 / 10" in helium_row and "-" in helium_row.split("|")[2]  # wall (min-max)
+
+
 # Cross-batch: day 2 repeats one of day 1's two rows; helium keeps its caches across the days.
 @pytest.fixture(scope="module")
 def cross_batch(tiny_model_dir, tmp_path_factory):

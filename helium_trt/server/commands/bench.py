@@ -36,6 +36,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--model", type=Path, default=None,
                         help=f"model directory (default: ${MODEL_DIR_ENV} or {default_model_dir()})")
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
+    parser.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="N embedded engines per system: helium places each call on one "
+                             "(at dispatch time), call-level goes round robin by plan order; "
+                             "adds 'call-level round-robin' and 'call-level least-loaded' (a "
+                             "balancer in front of the workers) to the default systems")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="torch threads per engine (default: torch's setting; with "
+                             "--workers, 1)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="run the systems in turn N times (A B A B) and report each one's "
+                             "median wall time with every run's (the spread)")
     vllm = parser.add_mutually_exclusive_group()
     vllm.add_argument("--with-vllm", dest="with_vllm", action="store_true", default=None,
                       help="include the vLLM peer (default: when its venv exists)")
@@ -58,6 +69,8 @@ def _run(args: argparse.Namespace) -> int:
             model_dir=args.model or default_model_dir(), quick=args.quick, workloads=names,
             systems=tuple(args.system) if args.system else None, with_vllm=args.with_vllm,
             dtype=args.dtype, out_dir=args.out, json_path=args.json,
+            num_workers=args.workers, repeat=args.repeat,
+            num_threads=args.threads or (1 if args.workers > 1 else None),
             command="helium-trt bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "")
         if args.cross_batch:
             report, _, paths = run_cross_batch_suite(config, args.overlap, progress,
