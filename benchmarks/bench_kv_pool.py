@@ -31,7 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -40,8 +40,6 @@ from google.protobuf import json_format
 from helium_trt.api.convert import load_request_file, plan_from_proto
 from helium_trt.api.events import run_request_inputs
 from helium_trt.api.helium.v1 import workflow_pb2
-from helium_trt.bench.engines import _Forwarding
-from helium_trt.engine.base import EngineRequest
 from helium_trt.engine.config import EngineConfig
 from helium_trt.engine.embedded import EmbeddedEngine
 from helium_trt.runtime.events import RowOutput, RunError
@@ -127,20 +125,6 @@ def instrument(engine: EmbeddedEngine, stats: StepStats) -> None:
     core.step = timed_step
 
 
-class _ClientEngine(_Forwarding):
-    """Prefixes request ids with the client's number: runs of one workflow repeat their ids."""
-
-    def __init__(self, engine: EmbeddedEngine, client: int) -> None:
-        super().__init__(engine)
-        self._prefix = f"c{client}/"
-
-    def generate(self, request: EngineRequest):
-        return self.inner.generate(replace(request, request_id=self._prefix + request.request_id))
-
-    async def cancel(self, request_id: str) -> None:
-        await self.inner.cancel(self._prefix + request_id)
-
-
 def question(client: int, num_words: int) -> str:
     """A question of about ``num_words`` words that no other client asks."""
     rng = random.Random(client)
@@ -169,7 +153,7 @@ async def run_clients(workload: Workload, engine, num_clients: int, concurrent: 
     async def client(i: int) -> int:
         plan, rows, options = workload.inputs(i)
         ok = 0
-        async for event in run_workflow(plan, [_ClientEngine(engine, i)], rows=rows, options=options,
+        async for event in run_workflow(plan, [engine], rows=rows, options=options,
                                         caches=caches):
             ok += isinstance(event, RowOutput)
             if isinstance(event, RunError):
