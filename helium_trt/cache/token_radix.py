@@ -4,6 +4,10 @@ Maps prompt prefixes to the KV blocks that hold them so requests sharing a prefi
 without copying. Eviction follows TensorRT-LLM's KvCacheRetentionConfig semantics: lowest
 retention priority first, then least recently used; a priority set with a duration expires back
 to the default; the latest explicit priority set on a block wins. Pure: time comes in as ``now``.
+
+A CacheScope keeps tenants apart: a salted block is keyed by its salt and its tokens, so only
+sequences with the same salt ever match it (vLLM's ``cache_salt``, TensorRT-LLM's
+``cache_salt_id``), while blocks inside a scope's public prefix are keyed by tokens alone.
 """
 
 from __future__ import annotations
@@ -22,6 +26,36 @@ class BlockRetention:
 
     priority: int
     expires_at: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CacheScope:
+    """Whose cache a token sequence is matched in and cached into.
+
+    A block that ends past the first ``num_public_tokens`` tokens is keyed by ``salt`` as well
+    as its tokens; blocks wholly inside those tokens (a prefix the operator made public) are
+    keyed by their tokens alone and shared by every scope. ``salt`` None salts nothing.
+    """
+
+    salt: str | None = None
+    num_public_tokens: int = 0
+
+    def salt_of_block(self, index: int, block_size: int) -> str | None:
+        if self.salt is None or (index + 1) * block_size <= self.num_public_tokens:
+            return None
+        return self.salt
+
+    def same_keys(self, other: CacheScope, num_blocks: int, block_size: int) -> bool:
+        """Whether both scopes key the first ``num_blocks`` blocks of a sequence alike."""
+        def shape(scope: CacheScope) -> tuple:  # (salt of the salted blocks, unsalted blocks)
+            num_public = min(scope.num_public_tokens // block_size, num_blocks)
+            if scope.salt is None or num_public == num_blocks:
+                return (None, num_blocks)
+            return (scope.salt, num_public)
+        return shape(self) == shape(other)
+
+
+UNSCOPED = CacheScope()
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +130,13 @@ class TokenRadixTree:
     def num_cached_blocks(self) -> int:
         return len(self._nodes_by_block)
 
-    def match_prefix(self, token_ids: list[int] | tuple[int, ...], now: float | None = None) -> PrefixMatch:
-        """Longest cached prefix of ``token_ids``; with ``now`` the matched blocks count as used."""
+    def match_prefix(self, token_ids: list[int] | tuple[int, ...], now: float | None = None,
+                     scope: CacheScope = UNSCOPED) -> PrefixMatch:
+        """Longest prefix of ``token_ids`` cached in ``scope``; with ``now`` the matched blocks
+        count as used."""
         block_ids: list[int] = []
         node = self._root
-        for key in self._block_keys(token_ids):
+        for key in self._block_keys(token_ids, scope):
             child = node.children.get(key)
             if child is None:
                 break
@@ -109,7 +145,8 @@ class TokenRadixTree:
             if now is not None:
                 child.last_access = now
         num_block_tokens = len(block_ids) * self.block_size
-        partial_block_id, num_partial = self._match_partial(node, token_ids[num_block_tokens:])
+        salt = scope.salt_of_block(len(block_ids), self.block_size)
+        partial_block_id, num_partial = self._match_partial(node, token_ids[num_block_tokens:], salt)
         return PrefixMatch(tuple(block_ids), num_block_tokens, partial_block_id, num_partial)
 
     def insert(
@@ -118,14 +155,16 @@ class TokenRadixTree:
         block_ids: list[int] | tuple[int, ...],
         now: float,
         retentions: list[BlockRetention | None] | None = None,
+        scope: CacheScope = UNSCOPED,
     ) -> list[int]:
-        """Cache whole blocks: ``block_ids[i]`` holds tokens ``[i*bs, (i+1)*bs)`` of ``token_ids``.
+        """Cache whole blocks in ``scope``: ``block_ids[i]`` holds tokens ``[i*bs, (i+1)*bs)`` of
+        ``token_ids``.
 
         Returns the tree's block id for each position. Where the tree already held a block for
         that prefix it keeps its own and the caller should switch to it (and release its copy).
         ``retentions[i]`` (when not None) overrides block i's priority: the latest one wins.
         """
-        keys = self._block_keys(token_ids)
+        keys = self._block_keys(token_ids, scope)
         if len(keys) < len(block_ids):
             raise ValueError(f"{len(block_ids)} blocks but only {len(keys)} full blocks of tokens")
         node = self._root
@@ -188,15 +227,31 @@ class TokenRadixTree:
 
     # ---- private helpers ---------------------------------------------------------------------
 
-    def _block_keys(self, token_ids: list[int] | tuple[int, ...]) -> list[tuple[int, ...]]:
+    def _block_keys(self, token_ids: list[int] | tuple[int, ...],
+                    scope: CacheScope) -> list[tuple]:
+        """One key per full block: its tokens, led by its salt where the scope salts it (a salt
+        is a str, never a token id, so a salted key cannot equal an unsalted one)."""
         size = self.block_size
-        return [tuple(token_ids[i:i + size]) for i in range(0, len(token_ids) - size + 1, size)]
+        if scope.salt is None:
+            return [tuple(token_ids[i:i + size]) for i in range(0, len(token_ids) - size + 1, size)]
+        keys: list[tuple] = []
+        for index, start in enumerate(range(0, len(token_ids) - size + 1, size)):
+            tokens = tuple(token_ids[start:start + size])
+            salt = scope.salt_of_block(index, size)
+            keys.append(tokens if salt is None else (salt, *tokens))
+        return keys
 
-    def _match_partial(self, node: _Node, rest: list[int] | tuple[int, ...]) -> tuple[int | None, int]:
+    def _match_partial(self, node: _Node, rest: list[int] | tuple[int, ...],
+                       salt: str | None) -> tuple[int | None, int]:
+        """The child sharing the most leading tokens with ``rest`` among those keyed with
+        ``salt`` (a partial match is copied, so it must not cross scopes either)."""
         best_block_id, best_len = None, 0
         for key, child in node.children.items():
+            salted = len(key) > self.block_size
+            if (key[0] if salted else None) != salt:
+                continue
             common = 0
-            for a, b in zip(key, rest):
+            for a, b in zip(key[1:] if salted else key, rest):
                 if a != b:
                     break
                 common += 1

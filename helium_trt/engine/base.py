@@ -52,8 +52,13 @@ class EngineRequest:
     ``reuse_prefix`` False: the request neither reuses cached prefix blocks nor publishes its
     own for later requests (a per-request "no prefix caching", for ablations).
 
+    ``cache_salt`` (vLLM's ``cache_salt``) keys the request's KV blocks apart: only requests
+    with the same salt share them, except the first ``num_public_tokens`` prompt tokens (whole
+    blocks of a prefix the operator made public), which are keyed without it. None: unsalted.
+
     NOTE: TensorRT-LLM has no per-request switch for block reuse, so TritonEngine ignores
-    ``reuse_prefix``; only the embedded engine honours it.
+    ``reuse_prefix``; only the embedded engine honours it. The tensorrt_llm Triton model takes
+    no cache salt either (docs/security.md), so TritonEngine ignores ``cache_salt`` too.
     """
 
     request_id: str
@@ -64,6 +69,8 @@ class EngineRequest:
     decode_retention_duration_ms: int | None = None
     priority: int = 0
     reuse_prefix: bool = True
+    cache_salt: str | None = None
+    num_public_tokens: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +152,9 @@ class Engine(Protocol):
     - ``cancel`` stops a request and frees its KV blocks; its stream ends with "cancelled".
     - ``warm`` prefills a prefix without decoding, so later requests sharing it reuse its KV.
     - ``num_resident_tokens`` is how many leading tokens of ``token_ids`` are cached now.
+    - ``warm`` and ``num_resident_tokens`` take ``cache_salt`` / ``num_public_tokens`` keywords
+      with EngineRequest's meaning; callers pass them only when salting (``cache_salt`` set),
+      so engines that are never served to tenants need not take them.
     - ``health`` is cheap (no I/O) and safe to poll. An engine that fails ends every in-flight
       request at once ("error", naming the engine) and reports itself unhealthy until it works
       again; meanwhile ``generate`` and ``warm`` raise EngineUnavailableError at once.

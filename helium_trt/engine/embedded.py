@@ -32,6 +32,7 @@ from helium_trt.engine.base import (
     TokenDelta,
     WarmResult,
 )
+from helium_trt.cache.token_radix import UNSCOPED, CacheScope
 from helium_trt.engine.config import EngineConfig
 from helium_trt.engine.core import CoreLimits, EngineCore, Event
 from helium_trt.engine.kv_manager import KVManager
@@ -141,11 +142,12 @@ class EmbeddedEngine:
         validate_request(request, self.info, self.model.config.vocab_size)
         return self._stream(request)
 
-    async def warm(self, prompt_token_ids: Seq[int],
-                   retention_ranges: Seq[RetentionRange] = ()) -> WarmResult:
+    async def warm(self, prompt_token_ids: Seq[int], retention_ranges: Seq[RetentionRange] = (),
+                   cache_salt: str | None = None, num_public_tokens: int = 0) -> WarmResult:
         request = EngineRequest(
             request_id=f"__warm-{next(self._warm_ids)}", prompt_token_ids=tuple(prompt_token_ids),
             sampling=SamplingConfig(max_tokens=0), retention_ranges=tuple(retention_ranges),
+            cache_salt=cache_salt, num_public_tokens=num_public_tokens,
         )
         result = None
         async for item in self.generate(request):
@@ -158,9 +160,11 @@ class EmbeddedEngine:
     async def cancel(self, request_id: str) -> None:
         self._cancel_now(request_id)
 
-    def num_resident_tokens(self, token_ids: Seq[int]) -> int:
+    def num_resident_tokens(self, token_ids: Seq[int], cache_salt: str | None = None,
+                            num_public_tokens: int = 0) -> int:
+        scope = CacheScope(cache_salt, num_public_tokens) if cache_salt is not None else UNSCOPED
         with self._wakeup:
-            return self._core.kv.num_resident_tokens(list(token_ids))
+            return self._core.kv.num_resident_tokens(list(token_ids), scope)
 
     def num_free_blocks(self) -> int:
         """Blocks obtainable without touching a running request (free + evictable cached)."""

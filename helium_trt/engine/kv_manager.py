@@ -8,7 +8,7 @@ its own reference) as soon as they fill, so later requests reuse them, also whil
 from __future__ import annotations
 
 from helium_trt.cache.block_pool import BlockPool
-from helium_trt.cache.token_radix import BlockRetention, TokenRadixTree
+from helium_trt.cache.token_radix import UNSCOPED, BlockRetention, CacheScope, TokenRadixTree
 from helium_trt.engine.sequence import Sequence
 
 
@@ -34,11 +34,17 @@ class KVManager:
         """Whether ``seq`` reuses cached blocks and hands its own to the tree."""
         return self.enable_prefix_caching and seq.request.reuse_prefix
 
-    def num_resident_tokens(self, token_ids: list[int] | tuple[int, ...]) -> int:
-        """Leading tokens a request could reuse now (a partly matching block counts)."""
+    def num_resident_tokens(self, token_ids: list[int] | tuple[int, ...],
+                            scope: CacheScope = UNSCOPED) -> int:
+        """Leading tokens a request in ``scope`` could reuse now (a partly matching block counts)."""
         if not self.enable_prefix_caching:
             return 0
-        return self.tree.match_prefix(token_ids).num_tokens
+        return self.tree.match_prefix(token_ids, scope=scope).num_tokens
+
+    def same_block_keys(self, a: Sequence, b: Sequence, num_blocks: int) -> bool:
+        """Whether ``a`` and ``b`` key their first ``num_blocks`` blocks alike (same salt where
+        salted), i.e. could share those blocks if their tokens agree."""
+        return scope_of(a).same_keys(scope_of(b), num_blocks, self.block_size)
 
     # ---- sequence lifecycle ------------------------------------------------------------------
 
@@ -63,7 +69,8 @@ class KVManager:
         pinned = matched + ([copy_src] if copy_src is not None else [])
         self.pool.incref(pinned)
         num_matched_tokens = len(matched) * self.block_size
-        self.tree.insert(tokens[:num_matched_tokens], matched, now, self._retentions(seq, 0, len(matched), now))
+        self.tree.insert(tokens[:num_matched_tokens], matched, now,
+                         self._retentions(seq, 0, len(matched), now), scope_of(seq))
         seq.block_table = matched + self._allocate(num_new, now)
         seq.pending_copy = None if copy_src is None else (copy_src, seq.block_table[len(matched)])
         seq.num_computed_tokens = num_matched_tokens + num_partial
@@ -95,7 +102,8 @@ class KVManager:
         tokens = seq.token_ids[:num_full * self.block_size]
         # The tree walks from the root; blocks below ``start`` are already there and unchanged.
         retentions = [None] * start + self._retentions(seq, start, num_full, now)
-        tree_ids = self.tree.insert(tokens, seq.block_table[:num_full], now, retentions)
+        tree_ids = self.tree.insert(tokens, seq.block_table[:num_full], now, retentions,
+                                    scope_of(seq))
         for index in range(start, num_full):
             if tree_ids[index] != seq.block_table[index]:
                 self.pool.incref([tree_ids[index]])
@@ -121,7 +129,7 @@ class KVManager:
             return [], None, 0
         tokens = seq.token_ids
         limit = len(tokens) if seq.is_warm_only else len(tokens) - 1
-        match = self.tree.match_prefix(tokens)
+        match = self.tree.match_prefix(tokens, scope=scope_of(seq))
         matched = list(match.block_ids)
         copy_src, num_partial = match.partial_block_id, match.num_partial_tokens
         if len(matched) * self.block_size > limit:
@@ -159,6 +167,14 @@ class KVManager:
                                        request.decode_retention_duration_ms, now)
             result.append(retention)
         return result
+
+
+def scope_of(seq: Sequence) -> CacheScope:
+    """The prefix-cache scope of ``seq``'s request (its tenant's salt and public prefix)."""
+    request = seq.request
+    if request.cache_salt is None:
+        return UNSCOPED
+    return CacheScope(request.cache_salt, request.num_public_tokens)
 
 
 def _retention(priority: int, duration_ms: int | None, now: float) -> BlockRetention:

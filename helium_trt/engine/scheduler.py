@@ -162,6 +162,8 @@ class Scheduler:
             end = start + bs
             if end > len(tokens) or end > len(other.token_ids):
                 continue  # no whole block left to share
+            if not self.kv.same_block_keys(seq, other, end // bs):
+                continue  # another tenant's blocks: never shared, so not worth waiting for
             # Its first uncomputed block must equal ours, and so must everything before it.
             if tokens[start:end] == other.token_ids[start:end] and tokens[:start] == other.token_ids[:start]:
                 return True

@@ -147,8 +147,10 @@ class TritonEngine:
         return self._stream(request)
 
     async def warm(self, prompt_token_ids: Sequence[int],
-                   retention_ranges: Sequence[RetentionRange] = ()) -> WarmResult:
-        """Prefill ``prompt_token_ids``; TensorRT-LLM needs one output token, which is dropped."""
+                   retention_ranges: Sequence[RetentionRange] = (), cache_salt: str | None = None,
+                   num_public_tokens: int = 0) -> WarmResult:
+        """Prefill ``prompt_token_ids``; TensorRT-LLM needs one output token, which is dropped.
+        ``cache_salt`` is ignored: the tensorrt_llm model takes no salt (EngineRequest)."""
         request = EngineRequest(
             request_id=f"__warm-{next(self._warm_ids)}", prompt_token_ids=tuple(prompt_token_ids),
             sampling=SamplingConfig(max_tokens=1, ignore_eos=True), retention_ranges=tuple(retention_ranges),
@@ -165,8 +167,10 @@ class TritonEngine:
             self._cancelled.add(request_id)
             await self._transport.cancel(request_id)
 
-    def num_resident_tokens(self, token_ids: Sequence[int]) -> int:
-        """Estimate: leading full blocks this client has sent (Triton does not expose the cache)."""
+    def num_resident_tokens(self, token_ids: Sequence[int], cache_salt: str | None = None,
+                            num_public_tokens: int = 0) -> int:
+        """Estimate: leading full blocks this client has sent (Triton does not expose the cache);
+        unsalted, as TensorRT-LLM's cache is behind the tensorrt_llm model."""
         return self._ledger.num_resident_tokens(token_ids)
 
     def num_free_blocks(self) -> int:

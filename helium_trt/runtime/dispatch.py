@@ -177,7 +177,9 @@ class Dispatcher:
                                     top_p=c.top_p, top_k=c.top_k, seed=c.seed,
                                     stop_strings=tuple(c.stop), ignore_eos=c.ignore_eos),
             retention_ranges=_ranges(spans), decode_retention_priority=decode,
-            priority=self._options.priority, reuse_prefix=self._options.kv_prefix_reuse)
+            priority=self._options.priority, reuse_prefix=self._options.kv_prefix_reuse,
+            cache_salt=self._options.cache_salt,
+            num_public_tokens=self._options.num_public_tokens(prompt))
 
     def _consume_prefix(self, plan: CallPlan, item: int) -> bool:
         """Count one consumer of the call's shared prefix; True once it was the last."""

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+from helium_trt.cache.public_prefixes import PublicPrefixes
+
 
 @dataclass(frozen=True, slots=True)
 class RunOptions:
@@ -17,6 +19,9 @@ class RunOptions:
     is tokenized. Both are server limits (None: none), like ``max_prompt_tokens``.
     ``tool_call_timeout_s``: how long a tool call may wait for its result before its row fails
     with DEADLINE_EXCEEDED (None: no limit; the server applies its default and cap).
+    ``cache_salt`` keys the run's KV blocks apart from other tenants' (EngineRequest.cache_salt),
+    except the leading tokens a prompt shares with one of ``public_prefixes``. Both are set by
+    the server from the caller's tenant, never by a client.
     """
 
     disabled_rules: frozenset[str] = field(default_factory=frozenset)
@@ -33,6 +38,14 @@ class RunOptions:
     tool_call_timeout_s: float | None = None
     max_calls: int | None = None
     max_prompt_bytes: int | None = None
+    cache_salt: str | None = None
+    public_prefixes: PublicPrefixes | None = None
+
+    def num_public_tokens(self, prompt) -> int:
+        """Leading tokens of ``prompt`` keyed without the salt (a public prefix's)."""
+        if self.cache_salt is None or self.public_prefixes is None:
+            return 0
+        return self.public_prefixes.num_public_tokens(prompt)
 
 
 ALL_RULES = frozenset({"eliminate_dead_ops", "merge_identical_ops", "fold_constants",

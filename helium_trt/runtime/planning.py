@@ -74,7 +74,7 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
     )
     if options.max_prompt_tokens is not None:
         check_prompt_tokens(calls, options.max_prompt_tokens)
-    resident = [_resident_prefixes(engine, calls) for engine in engines]
+    resident = [_resident_prefixes(engine, calls, options) for engine in engines]
     schedule = build_schedule(calls.specs, config, resident, with_estimate, calls.packed)
     return PreparedRun(optimized, calls, schedule, fmt, tok,
                        (time.perf_counter() - start) * 1000.0)
@@ -105,8 +105,11 @@ def prompt_over_limit(num_tokens: int | str, limit: int) -> str:
             "tokens per LLM call")
 
 
-def _resident_prefixes(engine: Engine, calls: PlannedCalls) -> list[tuple[int, ...]]:
-    """What ``engine`` reports cached of each distinct static prefix (the scheduler's seed)."""
+def _resident_prefixes(engine: Engine, calls: PlannedCalls,
+                       options: RunOptions) -> list[tuple[int, ...]]:
+    """What ``engine`` reports cached of each distinct static prefix (the scheduler's seed), in
+    the run's cache scope: another tenant's blocks are not there for it."""
+    scope = {} if options.cache_salt is None else {"cache_salt": options.cache_salt}
     out, seen, seen_ops = [], set(), set()
     for spec in calls.specs.values():
         if spec.op_id in seen_ops:
@@ -115,7 +118,9 @@ def _resident_prefixes(engine: Engine, calls: PlannedCalls) -> list[tuple[int, .
         static = spec.known_tokens[:spec.static_len]
         if static and static not in seen:
             seen.add(static)
-            n = engine.num_resident_tokens(static)
+            if scope:
+                scope["num_public_tokens"] = options.num_public_tokens(static)
+            n = engine.num_resident_tokens(static, **scope)
             if n:
                 out.append(static[:n])
     return out

@@ -1,8 +1,9 @@
 """HeliumCore: the server's state behind HeliumService and the Triton `helium` model.
 
 Owns the engines, the cross-request caches (prompt results, observed output lengths), the
-registered (warm) workflows and the server-wide counters; turns helium.v1 requests into runtime
-calls and runtime events into helium.v1 events.
+registered (warm) workflows and the counters, all kept per tenant (server.tenant_state), and the
+prefixes the operator made public; turns helium.v1 requests into runtime calls and runtime
+events into helium.v1 events.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import AsyncIterator, Awaitable, Callable, Sequence
 from helium_trt.api.convert import plan_from_proto
 from helium_trt.api.events import event_to_proto, run_request_inputs
 from helium_trt.api.helium.v1 import service_pb2
+from helium_trt.cache.public_prefixes import PublicPrefixes
 from helium_trt.engine.base import (
     DEFAULT_RETENTION_PRIORITY, Engine, EngineHealth, RetentionRange,
 )
@@ -31,6 +33,8 @@ from helium_trt.runtime.events import RunError, RunStats
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
 from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
+from helium_trt.server.tenant_state import TenantStates
+from helium_trt.server.tenants import DEFAULT_TENANT, Tenant
 
 ProtoToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolResult]]
 
@@ -93,22 +97,13 @@ def _check_row_bytes(request: service_pb2.RunRequest, limits: ServerLimits) -> N
                                      f"limit of {limits.max_rows_bytes:,} bytes of rows per request")
 
 
-@dataclass
-class _Counters:
-    num_runs: int = 0
-    num_llm_calls: int = 0
-    prefill_tokens_computed: int = 0
-    prefill_tokens_reused: int = 0
-    inflight_runs: int = 0
-
-    def add(self, stats: RunStats) -> None:
-        self.num_llm_calls += stats.num_llm_calls
-        self.prefill_tokens_computed += stats.prefill_tokens_computed
-        self.prefill_tokens_reused += stats.prefill_tokens_reused
-
-
 class HeliumCore:
-    """Runs, explains and warms helium.v1 requests on ``engines`` (one per worker)."""
+    """Runs, explains and warms helium.v1 requests on ``engines`` (one per worker).
+
+    Every method acts for a ``tenant`` (DEFAULT_TENANT when the server has no auth): it sees
+    only that tenant's cached results, cached KV blocks (its cache salt) and registrations, plus
+    the public prefixes. ``caches`` are the default tenant's.
+    """
 
     def __init__(self, engines: Sequence[Engine], caches: RuntimeCaches | None = None,
                  limits: ServerLimits = ServerLimits()):
@@ -117,33 +112,33 @@ class HeliumCore:
         self.engines = list(engines)
         self.limits = limits
         self.caches = caches if caches is not None else RuntimeCaches()
-        self._counters = _Counters()
-        self._registered: dict[str, int] = {}  # workflow name -> static prefixes kept warm
+        self.tenants = TenantStates(self.caches)
+        self.public_prefixes = PublicPrefixes()
         # Run ids: this core's random tag and a count, unique across the cores (helium-trt
         # serve processes, Triton `helium` model instances) that may share one LLM engine.
         self._run_tag = uuid.uuid4().hex[:8]
         self._run_ids = itertools.count(1)
 
-    async def run(self, request: service_pb2.RunRequest,
-                  tools: ProtoToolCallback | None = None) -> AsyncIterator[service_pb2.RunEvent]:
+    async def run(self, request: service_pb2.RunRequest, tools: ProtoToolCallback | None = None,
+                  tenant: Tenant = DEFAULT_TENANT) -> AsyncIterator[service_pb2.RunEvent]:
         """Stream the run's events; a deadline ends it with a DEADLINE_EXCEEDED error event.
 
-        Raises InvalidWorkflowError before any event for a malformed request. Closing the
+        Raises InvalidWorkflowError before any event for a malformed request, and
+        PermissionDeniedError / ResourceExhaustedError past the tenant's quotas. Closing the
         iterator (client cancel) cancels the run, which cancels its engine requests.
         """
+        state = self.tenants.get(tenant)
         plan, rows, options = run_request_inputs(request)
         tool_timeouts = (options.tool_call_timeout_s, self.limits.tool_call_timeout_s)
-        options = replace(options, max_prompt_tokens=self.limits.max_prompt_tokens,
-                          tool_call_timeout_s=min(filter(None, tool_timeouts), default=None),
-                          max_calls=self.limits.max_calls,
-                          max_prompt_bytes=self.limits.max_prompt_bytes)
+        options = replace(self._server_options(options, tenant),
+                          max_prompt_tokens=self.limits.max_prompt_tokens,
+                          tool_call_timeout_s=min(filter(None, tool_timeouts), default=None))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.deadline_ms / 1000.0 if options.deadline_ms else None
-        events = run_workflow(plan, self.engines, rows=rows, options=options, caches=self.caches,
+        state.admit_run(options.priority)
+        events = run_workflow(plan, self.engines, rows=rows, options=options, caches=state.caches,
                               tools=_adapt_tools(tools),
                               run_id=f"{self._run_tag}-{next(self._run_ids)}")
-        self._counters.num_runs += 1
-        self._counters.inflight_runs += 1
         try:
             while True:
                 # NOTE: the timeout covers only the wait for the next event, never a ``yield``:
@@ -155,33 +150,41 @@ class HeliumCore:
                 except StopAsyncIteration:
                     break
                 if isinstance(event, RunStats):
-                    self._counters.add(event)
+                    state.counters.add(event)
                 yield event_to_proto(event)
         except TimeoutError:
             yield event_to_proto(RunError(
                 "DEADLINE_EXCEEDED", f"the run passed its deadline of {options.deadline_ms} ms"))
         finally:
-            self._counters.inflight_runs -= 1
+            state.counters.inflight_runs -= 1
             await events.aclose()
 
-    async def explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse:
-        # Planning tokenizes every prompt it knows: a worker thread keeps the event loop free.
-        return await asyncio.to_thread(self._explain, request)
+    def _server_options(self, options, tenant: Tenant):
+        """``options`` with what the server decides: its limits and the tenant's cache scope."""
+        return replace(options, max_calls=self.limits.max_calls,
+                       max_prompt_bytes=self.limits.max_prompt_bytes,
+                       cache_salt=tenant.cache_salt, public_prefixes=self.public_prefixes)
 
-    def _explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse:
+    async def explain(self, request: service_pb2.ExplainRequest,
+                      tenant: Tenant = DEFAULT_TENANT) -> service_pb2.ExplainResponse:
+        # Planning tokenizes every prompt it knows: a worker thread keeps the event loop free.
+        return await asyncio.to_thread(self._explain, request, tenant)
+
+    def _explain(self, request: service_pb2.ExplainRequest,
+                 tenant: Tenant) -> service_pb2.ExplainResponse:
         plan, rows, options = run_request_inputs(request.request)
-        options = replace(options, max_calls=self.limits.max_calls,
-                          max_prompt_bytes=self.limits.max_prompt_bytes)
+        options = self._server_options(options, tenant)
+        caches = self.tenants.get(tenant).caches
         fmt = chat_format_of(self.engines[0])
         prepared = None
         if rows:  # the run's own planning, once: its optimize already consulted the result cache
-            prepared = prepare_run(plan, rows, self.engines, options, self.caches,
+            prepared = prepare_run(plan, rows, self.engines, options, caches,
                                    with_estimate=True)
             ex = Explanation(prepared.optimized, build_trt(prepared.optimized.plan, fmt),
                              prepared.planning_ms, fmt.source)
         else:
             ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
-                                  prompt_cache=self.caches.prompt_cache
+                                  prompt_cache=caches.prompt_cache
                                   if options.prompt_cache else None)
             ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
         tok = PromptTokenizer(self.engines[0].tokenizer)
@@ -201,25 +204,58 @@ class HeliumCore:
                                                       consumers=p["consumers"])
                              for p in body["shared_prefixes"]])
 
-    async def warm(self, request: service_pb2.WarmRequest) -> service_pb2.WarmResponse:
-        """Prefill every LLM operator's static prefix on every engine.
+    async def warm(self, request: service_pb2.WarmRequest,
+                   tenant: Tenant = DEFAULT_TENANT) -> service_pb2.WarmResponse:
+        """Prefill every LLM operator's static prefix on every engine, in ``tenant``'s cache.
 
         With ``keep`` the prefixes hold KEEP_WARM_PRIORITY with no expiry, so per-run traffic
-        with default priority evicts around them; without it they get the default priority.
+        with default priority evicts around them, and the workflow counts as one of the
+        tenant's registrations (ResourceExhaustedError past its quota); without it they get the
+        default priority.
         """
         if not request.workflow.ops:
             raise InvalidWorkflowError("the workflow has no operators", field="workflow.ops")
-        prefixes = await asyncio.to_thread(self._static_prefixes, request.workflow)
-        priority = KEEP_WARM_PRIORITY if request.keep else DEFAULT_RETENTION_PRIORITY
+        state = self.tenants.get(tenant)
+        name = request.workflow.name or f"workflow-{len(state.registered)}"
+        is_new = name not in state.registered
+        if request.keep:
+            state.check_registration(name)
+            state.registered.setdefault(name, 0)  # held while warming: no race past the quota
+        try:
+            prefixes = await asyncio.to_thread(self._static_prefixes, request.workflow)
+            priority = KEEP_WARM_PRIORITY if request.keep else DEFAULT_RETENTION_PRIORITY
+            response = await self._warm_prefixes(prefixes, priority, tenant.cache_salt)
+        except BaseException:
+            if request.keep and is_new:
+                state.registered.pop(name, None)
+            raise
+        if request.keep:
+            state.registered[name] = len(prefixes)
+        return response
+
+    async def publish(self, workflow) -> service_pb2.WarmResponse:
+        """Make ``workflow``'s static prefixes public: every tenant's prompts share their KV
+        blocks (keyed without salt) from now on; they are warmed and kept like Warm(keep).
+        Only the operator calls this (`serve --public-workflow FILE`), never a client."""
+        if not workflow.ops:
+            raise InvalidWorkflowError("the workflow has no operators", field="workflow.ops")
+        prefixes = await asyncio.to_thread(self._static_prefixes, workflow)
+        for tokens in prefixes:
+            self.public_prefixes.add(tokens)
+        return await self._warm_prefixes(prefixes, KEEP_WARM_PRIORITY, None)
+
+    async def _warm_prefixes(self, prefixes: list[tuple[int, ...]], priority: int,
+                             cache_salt: str | None) -> service_pb2.WarmResponse:
         computed = cached = 0
         for engine in self.engines:
             for tokens in prefixes:
-                result = await engine.warm(tokens, (RetentionRange(0, None, priority, None),))
+                scope = {} if cache_salt is None else {
+                    "cache_salt": cache_salt,
+                    "num_public_tokens": self.public_prefixes.num_public_tokens(tokens)}
+                result = await engine.warm(tokens, (RetentionRange(0, None, priority, None),),
+                                           **scope)
                 computed += result.num_computed_tokens
                 cached += result.num_cached_tokens
-        if request.keep:
-            self._registered[request.workflow.name or f"workflow-{len(self._registered)}"] = \
-                len(prefixes)
         return service_pb2.WarmResponse(num_prefixes=len(prefixes), tokens_computed=computed,
                                         tokens_already_cached=cached)
 
@@ -232,10 +268,12 @@ class HeliumCore:
                    if not h.healthy]
         return EngineHealth(not reasons, "; ".join(reasons) or None)
 
-    def stats(self) -> service_pb2.StatsResponse:
-        c = self._counters
+    def stats(self, tenant: Tenant = DEFAULT_TENANT) -> service_pb2.StatsResponse:
+        """``tenant``'s own figures; the KV block counts are the engines' (shared capacity)."""
+        state = self.tenants.get(tenant)
+        c = state.counters
         total = c.prefill_tokens_computed + c.prefill_tokens_reused
-        cache = self.caches.prompt_cache.stats()
+        cache = state.caches.prompt_cache.stats()
         return service_pb2.StatsResponse(
             num_runs=c.num_runs, num_llm_calls=c.num_llm_calls,
             prefill_tokens_computed=c.prefill_tokens_computed,
@@ -243,7 +281,7 @@ class HeliumCore:
             kv_hit_rate=c.prefill_tokens_reused / total if total else 0.0,
             result_cache_hits=cache.num_hits, result_cache_misses=cache.num_misses,
             result_cache_bytes=cache.num_bytes, queue_depth=c.inflight_runs,
-            num_registered_workflows=len(self._registered),
+            num_registered_workflows=len(state.registered),
             kv_blocks_held=sum(e.info.num_blocks - e.num_free_blocks() for e in self.engines),
             kv_blocks_total=sum(e.info.num_blocks for e in self.engines))
 

@@ -17,11 +17,12 @@ from grpc_reflection.v1alpha import reflection
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
 from helium_trt.engine.base import EngineHealth
 from helium_trt.errors import HeliumError
-from helium_trt.server.auth import AuthInterceptor, TlsFiles, TokenStore
+from helium_trt.server.auth import AuthInterceptor, TlsFiles, TokenStore, current_tenant
 from helium_trt.server.core import ServerLimits, check_limits
 from helium_trt.server.guard import add_servicer
 from helium_trt.server.health import HealthPolicy, HealthWatcher
 from helium_trt.server.status import grpc_code
+from helium_trt.server.tenants import Tenant
 from helium_trt.server.tool_calls import SessionToolCalls
 
 log = logging.getLogger(__name__)
@@ -31,16 +32,19 @@ ToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolResult
 
 
 class Core(Protocol):
-    """What the service needs from the runtime (helium_trt.server.core.HeliumCore)."""
+    """What the service needs from the runtime (helium_trt.server.core.HeliumCore). Every call
+    acts for the calling client's tenant (server.auth.current_tenant)."""
 
-    def run(self, request: service_pb2.RunRequest,
-            tools: ToolCallback | None) -> AsyncIterator[service_pb2.RunEvent]: ...
+    def run(self, request: service_pb2.RunRequest, tools: ToolCallback | None,
+            tenant: Tenant) -> AsyncIterator[service_pb2.RunEvent]: ...
 
-    async def explain(self, request: service_pb2.ExplainRequest) -> service_pb2.ExplainResponse: ...
+    async def explain(self, request: service_pb2.ExplainRequest,
+                      tenant: Tenant) -> service_pb2.ExplainResponse: ...
 
-    async def warm(self, request: service_pb2.WarmRequest) -> service_pb2.WarmResponse: ...
+    async def warm(self, request: service_pb2.WarmRequest,
+                   tenant: Tenant) -> service_pb2.WarmResponse: ...
 
-    def stats(self) -> service_pb2.StatsResponse: ...
+    def stats(self, tenant: Tenant) -> service_pb2.StatsResponse: ...
 
     def health(self) -> EngineHealth: ...
 
@@ -53,7 +57,7 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
     async def Run(self, request, context):
         try:
             check_limits(request, self._limits)
-            async for event in self._core.run(request, None):
+            async for event in self._core.run(request, None, tenant=current_tenant()):
                 yield event
         except HeliumError as exc:
             await context.abort(grpc_code(exc), str(exc))
@@ -65,7 +69,8 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
         reader = asyncio.create_task(tools.route(request_iterator))
         try:
             check_limits(first.run, self._limits)
-            async for event in _merge(self._core.run(first.run, tools.call), outbound):
+            events = self._core.run(first.run, tools.call, tenant=current_tenant())
+            async for event in _merge(events, outbound):
                 yield event
         except HeliumError as exc:
             await context.abort(grpc_code(exc), str(exc))
@@ -75,19 +80,19 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
     async def Explain(self, request, context):
         try:
             check_limits(request.request, self._limits)
-            return await self._core.explain(request)
+            return await self._core.explain(request, tenant=current_tenant())
         except HeliumError as exc:
             await context.abort(grpc_code(exc), str(exc))
 
     async def Warm(self, request, context):
         try:
             check_limits(service_pb2.RunRequest(workflow=request.workflow), self._limits)
-            return await self._core.warm(request)
+            return await self._core.warm(request, tenant=current_tenant())
         except HeliumError as exc:
             await context.abort(grpc_code(exc), str(exc))
 
     async def Stats(self, request, context):
-        return self._core.stats()
+        return self._core.stats(tenant=current_tenant())
 
 
 async def _first_message(request_iterator, context) -> service_pb2.SessionMessage:

@@ -26,7 +26,7 @@ from typing import Mapping
 
 import yaml
 
-from helium_trt.errors import ConfigError
+from helium_trt.errors import ConfigError, InvalidWorkflowError
 
 MIN_TOKEN_CHARS = 16
 # Tenant names appear in logs and as a Prometheus label: short and plain.
@@ -61,6 +61,18 @@ def tenant_named(name: str, limits: TenantLimits = TenantLimits()) -> Tenant:
     """A tenant with its own cache salt (its name: tenants are told apart by the server, never
     by anything a client chooses)."""
     return Tenant(name, limits, cache_salt=f"tenant:{name}")
+
+
+def tenant_from_parameter(value) -> Tenant:
+    """The tenant a Triton `helium` request names in its ``tenant`` parameter (absent or empty:
+    DEFAULT_TENANT). Triton does not authenticate it: whoever can reach Triton can name any
+    tenant, so Triton itself must be protected (docs/security.md)."""
+    if value is None or value == "":
+        return DEFAULT_TENANT
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
+        raise InvalidWorkflowError("a tenant name is 1-64 letters, digits, '.', '_' or '-' "
+                                   "starting with a letter or digit", field="parameters.tenant")
+    return tenant_named(value)
 
 
 class TokenTable:

@@ -20,6 +20,7 @@ from helium_trt.engine.config import MODEL_DIR_ENV, default_model_dir
 from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 from helium_trt.errors import InvalidWorkflowError, ModelNotFoundError
 from helium_trt.server.core import HeliumCore, ServerLimits, check_limits
+from helium_trt.server.tenants import tenant_from_parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,12 +67,15 @@ class HeliumTritonModel:
         self.core = HeliumCore([TritonEngine.over(engine_config, transport, params)])
 
     async def serve(self, request_bytes: bytes, send: Callable[[bytes], None],
-                    is_cancelled: Callable[[], bool]) -> None:
-        """Run one serialized RunRequest, sending each serialized RunEvent as it comes.
+                    is_cancelled: Callable[[], bool], tenant: str | None = None) -> None:
+        """Run one serialized RunRequest for ``tenant`` (the request's ``tenant`` parameter:
+        its own result cache; None: the default tenant), sending each serialized RunEvent.
 
-        Raises InvalidWorkflowError (bad bytes or workflow) or ResourceExhaustedError (over the
-        default ServerLimits, as the gRPC service applies) before any event is sent.
+        Raises InvalidWorkflowError (bad bytes, workflow or tenant name) or
+        ResourceExhaustedError (over the default ServerLimits, as the gRPC service applies)
+        before any event is sent.
         """
+        who = tenant_from_parameter(tenant)
         request = service_pb2.RunRequest()
         try:
             request.ParseFromString(request_bytes)
@@ -79,7 +83,7 @@ class HeliumTritonModel:
             raise InvalidWorkflowError(f"input 'request' is not a serialized "
                                        f"helium.v1.RunRequest: {exc}", field="request") from None
         check_limits(request, ServerLimits())
-        events = self.core.run(request)
+        events = self.core.run(request, tenant=who)
         try:
             async for event in events:
                 if is_cancelled():

@@ -1,4 +1,4 @@
-"""`serve`'s TLS and authentication flags (docs/security.md says how to use them)."""
+"""`serve`'s TLS, authentication and sharing flags (docs/security.md says how to use them)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,10 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
                    "'authorization: Bearer TOKEN') on every HeliumService call; FILE maps tokens "
                    "to tenants with their quotas (format: docs/security.md) and is read again "
                    "on SIGHUP. Health and reflection stay open")
+    p.add_argument("--public-workflow", action="append", default=[], metavar="FILE",
+                   help="share this workflow file's static prompt prefixes across tenants "
+                   "(repeatable): they are warmed and kept at start, and any tenant's prompt "
+                   "that starts with one reuses its KV blocks; everything else stays per tenant")
 
 
 def open_security(args: argparse.Namespace) -> tuple[TlsFiles | None, TokenStore | None]:
@@ -41,3 +45,15 @@ def open_security(args: argparse.Namespace) -> tuple[TlsFiles | None, TokenStore
         print(f"helium-trt serve: warning: bearer tokens travel in plaintext to {host}; "
               "add --tls-cert/--tls-key", file=sys.stderr, flush=True)
     return tls, tokens
+
+
+async def publish_workflows(core, paths: list[str]) -> None:
+    """Make each workflow file's static prefixes public (HeliumCore.publish), saying so."""
+    from helium_trt.api.convert import load_request_file
+
+    for path in paths:
+        workflow = load_request_file(path).workflow
+        done = await core.publish(workflow)
+        print(f"helium-trt serve: public workflow {workflow.name or path!r}: "
+              f"{done.num_prefixes} static prefix(es), {done.tokens_computed} tokens warmed",
+              file=sys.stderr, flush=True)

@@ -13,7 +13,9 @@ import sys
 from pathlib import Path
 
 from helium_trt.errors import HeliumError
-from helium_trt.server.commands.security_flags import add_security_flags, open_security
+from helium_trt.server.commands.security_flags import (
+    add_security_flags, open_security, publish_workflows,
+)
 
 
 def register(subparsers) -> None:
@@ -130,6 +132,7 @@ async def _serve(args: argparse.Namespace) -> int:
                           tool_call_timeout_s=args.tool_call_timeout or None)
     tls, tokens = open_security(args)
     core = HeliumCore(await open_engines(args), limits=limits)
+    await publish_workflows(core, args.public_workflow)
     stop = asyncio.Event()
     gave_up: list[str] = []
 

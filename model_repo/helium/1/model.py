@@ -44,7 +44,10 @@ class TritonPythonModel:
 
         try:
             payload = pb_utils.get_input_tensor_by_name(request, "request").as_numpy().reshape(-1)[0]
-            await self._model.serve(bytes(payload), send, sender.is_cancelled)
+            # The tenant names whose result cache the run uses; Triton does not authenticate
+            # it, so Triton must be reachable only by trusted clients (docs/security.md).
+            tenant = json.loads(request.parameters() or "{}").get("tenant")
+            await self._model.serve(bytes(payload), send, sender.is_cancelled, tenant)
         except Exception as exc:  # every failure goes back to the client, never kills the stub
             sender.send(pb_utils.InferenceResponse(error=_triton_error(exc)),
                         flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
