@@ -1,7 +1,10 @@
 """Templated radix tree (TRT): every LLM prompt of a plan as literal text and placeholders (pure).
 
-Keys are prompt templates (``plan.prompt.llm_prompt_template``): literal text compared
-character by character, placeholders (``Ref``) compared by the operator they name. A leaf is an
+Keys are prompt templates as plan time sees them (``plan.prompt.expanded_prompt_template``: a
+spliced conversation and a map's element are expanded into the messages and text they hold):
+literal text compared word by word (a word and the whitespace after it; a prefix that ends
+inside a word could not be shared as tokens anyway, and character branch points listed one
+prefix per letter), placeholders (``Ref``) compared by the operator they name. A leaf is an
 LLM operator; two operators under one node share that node's prefix. A prefix is *static* when
 its path holds no placeholder: it is the same for every row and can be prefilled before any
 row runs (proactive warming). Dependency edges between leaves record which LLM calls must finish
@@ -14,13 +17,16 @@ dependency edges E1 -> J and E2 -> J; "SYS..." is a static prefix shared by E1 a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Callable
 
 from helium_trt.plan.chat import ChatFormat
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import LlmOp, Segment, Template
-from helium_trt.plan.prompt import llm_prompt_template
+from helium_trt.plan.prompt import expanded_prompt_template
+
+_WORD = re.compile(r"\S+\s*|\s+")
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,21 +171,22 @@ def build_trt(plan: Plan, chat_format: ChatFormat) -> TemplatedRadixTree:
     llm_ids = {op.id for op in plan.ops if isinstance(op, LlmOp)}
     for op in plan.ops:
         if isinstance(op, LlmOp):
-            tree.insert(op.id, llm_prompt_template(plan, op, chat_format))
+            tree.insert(op.id, expanded_prompt_template(plan, op, chat_format))
     tree.dependencies = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}
     return tree
 
 
-# A template as atoms: single characters of literal text, and Refs.
+# A template as atoms: words of literal text (with the whitespace after them), and placeholders.
+# NOTE: adjacent literal segments are joined first, so a word never splits where two were glued.
 def _atoms(template) -> tuple:
-    out = []
-    for seg in template:
-        out.extend(seg) if isinstance(seg, str) else out.append(seg)
+    out: list = []
+    for seg in _join(template):
+        out.extend(_WORD.findall(seg)) if isinstance(seg, str) else out.append(seg)
     return tuple(out)
 
 
 def _first_atom(edge):
-    return edge[0][0] if isinstance(edge[0], str) else edge[0]
+    return _atoms(edge[:1])[0]
 
 
 def _static_atoms(template) -> tuple:
@@ -223,7 +230,8 @@ def _split(child: _Node, n: int) -> _Node:
 
 
 def _display(template) -> str:
-    return "".join(s if isinstance(s, str) else "{" + s.op_id + "}" for s in template)
+    return "".join(s if isinstance(s, str) else
+                   "{" + getattr(s, "op_id", type(s).__name__.lower()) + "}" for s in template)
 
 
 def _shorten(text: str, width: int) -> str:

@@ -87,7 +87,7 @@ def _message(m: Message) -> str:
 
 
 def _short(text: str, width: int = MAX_TEXT) -> str:
-    text = text.replace("\n", "\\n")
+    """``text`` cut to ``width`` characters, quoted with Python's escapes (a newline is \\n)."""
     return repr(text if len(text) <= width else text[: width - 3] + "...")
 
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from helium_trt.cache.trt import TemplatedRadixTree, build_trt
 from helium_trt.optimizer.base import OptimizeContext
 from helium_trt.optimizer.describe import describe_op, op_to_json
 from helium_trt.optimizer.driver import OptimizeResult, optimize
 from helium_trt.plan.chat import CHATML
+from helium_trt.plan.fanout import per_element_sources
 from helium_trt.plan.graph import Plan
 
 
@@ -33,7 +35,10 @@ def explain(plan: Plan, *, disabled: frozenset[str] = frozenset(),
     return Explanation(result, tree, planning_ms, ctx.chat_format.source)
 
 
-def to_text(ex: Explanation, *, verbose: bool = False) -> str:
+def to_text(ex: Explanation, *, verbose: bool = False,
+            count_tokens: Callable[[str], int] | None = None) -> str:
+    """The explanation as text; with ``count_tokens`` (the model's stable tokens of a prefix)
+    shared prefixes are sized in tokens too."""
     before = ex.result.input_plan
     lines = [f"== plan before optimization ({len(before)} ops, {len(before.llm_ops)} LLM ops)"]
     lines += [f"  {describe_op(op)}" for op in before.ops]
@@ -58,10 +63,22 @@ def to_text(ex: Explanation, *, verbose: bool = False) -> str:
     for op_id, text in ex.tree.to_json()["leaves"].items():
         lines.append(f"  {op_id}:")
         lines += [f"    | {line}" for line in text.split("\n")]
-    lines.append("== shared static prefixes")
+    lines.append("== shared static prefixes" + (
+        "" if count_tokens else " (in characters: --model DIR counts them in its tokens)"))
     for p in ex.tree.shared_prefixes():
-        lines.append(f"  {p.num_chars} chars, {len(p.consumers)} consumers: "
+        size = (f"{count_tokens(p.text):,} tokens ({p.num_chars:,} chars)" if count_tokens
+                else f"{p.num_chars:,} chars")
+        lines.append(f"  {size}, {len(p.consumers)} consumers: "
                      f"{', '.join(p.consumers)}\n    {_ends(p.text)}")
+    per_element = _per_element_prefixes(ex)
+    if per_element:
+        lines.append("== static prefixes of per-element calls (every call of the operator "
+                     "shares it)")
+    for p in per_element:
+        size = (f"{count_tokens(p['text']):,} tokens ({p['num_chars']:,} chars)" if count_tokens
+                else f"{p['num_chars']:,} chars")
+        lines.append(f"  {size}, {p['op']}: one call per element of "
+                     f"{', '.join(p['lists'])}\n    {_ends(p['text'])}")
     lines.append(f"== planning time {ex.planning_ms:.2f} ms (optimize + radix tree)")
     return "\n".join(lines)
 
@@ -78,11 +95,25 @@ def to_json(ex: Explanation) -> dict:
         "trt": ex.tree.to_json(),
         "shared_prefixes": [{"text": p.text, "consumers": list(p.consumers),
                              "num_chars": p.num_chars} for p in ex.tree.shared_prefixes()],
+        "per_element_prefixes": _per_element_prefixes(ex),
         "planning_ms": round(ex.planning_ms, 3),
     }
 
 
+def _per_element_prefixes(ex: Explanation) -> list[dict]:
+    """The static prefix of each LLM operator whose calls run once per list element (a map's
+    instruction, say): what those calls share, though no other operator does."""
+    found = []
+    plan = ex.result.plan
+    for op_id, lists in sorted(per_element_sources(plan, plan.rows).items()):
+        text = ex.tree.static_prefix(op_id) if op_id in ex.tree.templates else ""
+        if text:
+            found.append({"op": op_id, "lists": sorted(lists), "text": text,
+                          "num_chars": len(text)})
+    return found
+
+
 def _ends(text: str, width: int = 36) -> str:
-    """Start and end of a long prefix: shared prefixes mostly differ in how they end."""
-    text = text.replace("\n", "\\n")
+    """Start and end of a long prefix (shared prefixes mostly differ in how they end), quoted
+    with Python's escapes: a newline shows as \\n, once."""
     return repr(text) if len(text) <= 2 * width else f"{text[:width]!r} .. {text[-width:]!r}"

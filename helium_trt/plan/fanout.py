@@ -42,6 +42,26 @@ def _calls(plan: Plan):
             yield op.fallback, frozenset(dict(op.hits))
 
 
+def per_element_sources(plan: Plan, rows: Sequence[dict]) -> dict[str, frozenset[str]]:
+    """For every LLM operator whose calls run once per element of a list: the list columns (of
+    ``rows``) and sampled LLM operators (n > 1) whose lengths set how many."""
+    list_columns = {op.id for op in plan.ops if isinstance(op, InputOp)
+                    and any(isinstance(row.get(op.column), list) for row in rows)}
+    sources = _list_sources(plan)
+    found = {}
+    for op in plan.ops:
+        llm = op.fallback if isinstance(op, CacheFetchOp) else op
+        lists = sources.get(llm.prompt, frozenset()) & (list_columns | _sampled(plan)) \
+            if isinstance(llm, LlmOp) else frozenset()
+        if lists:
+            found[op.id] = lists
+    return found
+
+
+def _sampled(plan: Plan) -> set[str]:
+    return {op.id for op in plan.ops if isinstance(op, LlmOp) and op.config.n > 1}
+
+
 def _list_sources(plan: Plan) -> dict[str, frozenset[str]]:
     """For every operator, the input operators whose list length its value is per-element over."""
     sources: dict[str, frozenset[str]] = {}
@@ -54,7 +74,9 @@ def _list_sources(plan: Plan) -> dict[str, frozenset[str]]:
         elif isinstance(op, MapOp):
             found = sources.get(op.list_id, frozenset())
         elif isinstance(op, LlmOp):
-            found = sources.get(op.prompt, frozenset())
+            # n samples make a list too (counted by count_llm_calls through n itself).
+            found = sources.get(op.prompt, frozenset()) | (
+                frozenset({op_id}) if op.config.n > 1 else frozenset())
         elif isinstance(op, CacheFetchOp) and op.fallback is not None:
             found = sources.get(op.fallback.prompt, frozenset())
         elif isinstance(op, SwitchOp):

@@ -6,7 +6,8 @@ or on other LLM calls stay placeholders. A chat prompt's template comes from ren
 conversation with the model's own chat format, a unique sentinel standing in for each
 placeholder, and splitting the text at the sentinels: the template's framing, defaults and
 whitespace become literal text without assuming any format. The radix tree, the scheduler and
-explain read these templates.
+explain read these templates. ``expanded_prompt_template`` also sees through spliced histories
+and maps (what the templated radix tree and the scheduler's static prefixes need).
 
 ``render_call`` is the exact prompt of one call once its values are known (a chat prompt is
 rendered whole by the chat format, as the model's own preprocessing would), with its data
@@ -23,7 +24,9 @@ from helium_trt.plan.chat import (
     ChatFormat, ChatTemplateError, mark_conversation, mark_data, render_chat,
 )
 from helium_trt.plan.graph import Plan
-from helium_trt.plan.ops import ConstantOp, FormatOp, Item, LlmOp, Ref, Segment, Template
+from helium_trt.plan.ops import (
+    ConstantOp, FormatOp, Item, LlmOp, MapOp, Message, Ref, Segment, Template,
+)
 
 _SENTINEL = re.compile("\ufdd2([0-9]+)\ufdd3")
 # A spliced conversation of unknown messages renders through stand-ins: (role, is the Ref).
@@ -36,6 +39,8 @@ _HISTORY_STANDINS = (
 )
 # A chat message before rendering: (role, content template), or the op id of a spliced history.
 _ChatForm = tuple[str, Template] | str
+# How deep expansion follows formats, maps and histories into one another.
+_MAX_DEPTH = 64
 
 
 def is_chat_prompt(plan: Plan, llm: LlmOp) -> bool:
@@ -53,9 +58,26 @@ def llm_prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat) -> Template:
 
     Raises ChatTemplateError (naming ``llm``) when the chat format refuses the conversation.
     """
+    return _prompt_template(plan, llm, fmt, expand=False)
+
+
+def expanded_prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat) -> Template:
+    """``llm_prompt_template`` seen through what plan time knows of spliced conversations and
+    maps, so that prefixes they share are visible: a history spliced from an LLM op with
+    ``return_history`` (or from a messages format) becomes the messages it holds, the reply a
+    placeholder naming that op; a map's element becomes the map's template, its ``{item}`` the
+    list operator (element i of a list is what a per-element call sees), ``{index}`` kept.
+
+    For the templated radix tree and the scheduler's static prefixes and estimates only: the
+    runtime reads its values through ``llm_prompt_template`` and renders each call whole.
+    """
+    return _prompt_template(plan, llm, fmt, expand=True)
+
+
+def _prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat, expand: bool) -> Template:
     if not is_chat_prompt(plan, llm):
-        return merge_literals(_expand_ref(plan, llm.prompt))
-    forms = _chat_forms(plan, llm)
+        return merge_literals(_expand_ref(plan, llm.prompt, expand=expand))
+    forms = _chat_forms(plan, llm, expand)
     rendered, first_error = [], None
     standins = _HISTORY_STANDINS if any(isinstance(f, str) for f in forms) else _HISTORY_STANDINS[:1]
     for standin in standins:
@@ -134,14 +156,41 @@ def value_text(value: object, fmt: ChatFormat) -> str:
     raise TypeError(f"cannot render {type(value).__name__} as prompt text")
 
 
-def _chat_forms(plan: Plan, llm: LlmOp) -> tuple[_ChatForm, ...]:
+def _chat_forms(plan: Plan, llm: LlmOp, expand: bool = False,
+                depth: int = 0) -> tuple[_ChatForm, ...]:
     src = plan.by_id.get(llm.prompt)
     if isinstance(src, FormatOp) and src.is_chat:
-        return tuple(m.history if m.history is not None
-                     else (m.role, _expand_template(plan, m.template)) for m in src.messages)
+        return _message_forms(plan, src.messages, expand, depth)
     if isinstance(src, LlmOp) and src.return_history:
-        return (llm.prompt,)
-    return (("user", _expand_ref(plan, llm.prompt)),)  # a text prompt sent as one user message
+        return _history_forms(plan, llm.prompt, depth) if expand else (llm.prompt,)
+    # A text prompt sent as one user message.
+    return (("user", _expand_ref(plan, llm.prompt, expand=expand)),)
+
+
+def _message_forms(plan: Plan, messages: Sequence[Message], expand: bool,
+                   depth: int) -> tuple[_ChatForm, ...]:
+    forms: list[_ChatForm] = []
+    for m in messages:
+        if m.history is None:
+            forms.append((m.role, _expand_template(plan, m.template, expand=expand)))
+        elif expand:
+            forms.extend(_history_forms(plan, m.history, depth))
+        else:
+            forms.append(m.history)
+    return tuple(forms)
+
+
+def _history_forms(plan: Plan, op_id: str, depth: int) -> tuple[_ChatForm, ...]:
+    """The messages of the conversation ``op_id`` yields as far as plan time sees them: an LLM
+    op with return_history is its prompt's messages and its reply; a messages format its
+    messages; anything else (a row column) an opaque history."""
+    src = plan.by_id.get(op_id)
+    if depth < _MAX_DEPTH:
+        if isinstance(src, LlmOp) and src.return_history:
+            return (*_chat_forms(plan, src, True, depth + 1), ("assistant", (Ref(op_id),)))
+        if isinstance(src, FormatOp) and src.is_chat:
+            return _message_forms(plan, src.messages, True, depth + 1)
+    return (op_id,)
 
 
 def _render_placeholders(forms: Sequence[_ChatForm], standin, fmt: ChatFormat,
@@ -179,19 +228,23 @@ def _split_at_sentinels(text: str, slots: list[Segment | None]) -> Template:
     return merge_literals(out)
 
 
-def _expand_ref(plan: Plan, op_id: str, depth: int = 0) -> Template:
+def _expand_ref(plan: Plan, op_id: str, depth: int = 0, expand: bool = False) -> Template:
     op = plan.by_id.get(op_id)
     if isinstance(op, ConstantOp):
         return (op.text,)
-    if isinstance(op, FormatOp) and not op.is_chat and depth < 64:
-        return _expand_template(plan, op.template, depth + 1)
+    if isinstance(op, FormatOp) and not op.is_chat and depth < _MAX_DEPTH:
+        return _expand_template(plan, op.template, depth + 1, expand)
+    if expand and isinstance(op, MapOp) and depth < _MAX_DEPTH:
+        element = tuple(Ref(op.list_id) if isinstance(seg, Item) else seg for seg in op.template)
+        return _expand_template(plan, element, depth + 1, expand)
     return (Ref(op_id),)
 
 
-def _expand_template(plan: Plan, template: Template, depth: int = 0) -> Template:
+def _expand_template(plan: Plan, template: Template, depth: int = 0,
+                     expand: bool = False) -> Template:
     out: list = []
     for seg in template:
-        out.extend(_expand_ref(plan, seg.op_id, depth) if isinstance(seg, Ref) else (seg,))
+        out.extend(_expand_ref(plan, seg.op_id, depth, expand) if isinstance(seg, Ref) else (seg,))
     return tuple(out)
 
 

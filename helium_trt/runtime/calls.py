@@ -20,7 +20,9 @@ from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
     CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, Op, Ref, Template,
 )
-from helium_trt.plan.prompt import is_chat_prompt, llm_prompt_template, render_call, static_prefix
+from helium_trt.plan.prompt import (
+    expanded_prompt_template, is_chat_prompt, llm_prompt_template, render_call, static_prefix,
+)
 from helium_trt.scheduler import CallSpec, OutputLengths
 from helium_trt.scheduler.prefix_index import pack
 
@@ -130,8 +132,9 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
     llm_ops = {op.id: llm_of(op) for op in plan.ops if llm_of(op) is not None}
     templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
     run_time = {op.id for op in plan.ops if not isinstance(op, _PLAN_TIME_KINDS)}
-    prompts = {op_id: _op_prompt(plan, llm, templates[op_id], tok, lengths,
-                                 not plan.nearest_upstream(op_id, run_time))
+    # The scheduler's static prefixes and estimates see through spliced histories and maps.
+    prompts = {op_id: _op_prompt(plan, llm, expanded_prompt_template(plan, llm, fmt), tok,
+                                 lengths, not plan.nearest_upstream(op_id, run_time))
                for op_id, llm in llm_ops.items()}
     llm_ids = set(llm_ops)
     deps = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}

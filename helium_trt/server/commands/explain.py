@@ -57,7 +57,13 @@ def run(args: argparse.Namespace) -> int:
                 entry["num_tokens"] = len(tok.stable_prefix(entry["text"]))
         print(json.dumps(body, indent=2))
     else:
-        print(to_text(explanation, verbose=args.verbose))
+        count = None
+        if tokenizer is not None:
+            tok = PromptTokenizer(tokenizer)
+
+            def count(text: str) -> int:
+                return len(tok.stable_prefix(text))
+        print(to_text(explanation, verbose=args.verbose, count_tokens=count))
     return 0
 
 
