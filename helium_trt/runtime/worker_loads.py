@@ -2,8 +2,10 @@
 
 The dispatcher places a ready call on the worker that minimises its uncached prefill plus that
 worker's queued work (scheduler.dispatch_cost). The engine reports what it holds now
-(``num_resident_tokens``); this board adds what only the runtime knows: the prompts queued on a
-worker (cached there once their prefill runs) and the prefill and decode work still to do.
+(``num_resident_tokens``); this board adds what only the runtime knows: the prompts of the calls
+in flight on a worker (cached there once their prefill has run, held while they run: an engine
+that learns its residency from finished calls, as the Triton client does, cannot know them yet)
+and the prefill and decode work still to do.
 Every engine kind gets the same board, so placement needs nothing from an engine but residency.
 """
 
@@ -34,8 +36,8 @@ class _Board:
         return WorkerQueue(sum(w.num_prefill for w in works), sum(w.num_decode for w in works),
                            max((w.num_decode for w in works), default=0))
 
-    def queued_prompts(self, salt: str | None) -> list[tuple[int, ...]]:
-        return [w.prompt for w in self.work.values() if w.num_prefill and w.salt == salt]
+    def prompts(self, salt: str | None) -> list[tuple[int, ...]]:
+        return [w.prompt for w in self.work.values() if w.salt == salt]
 
 
 class WorkTicket:
@@ -74,13 +76,13 @@ class WorkerLoads:
 
     def num_cached(self, engine: Engine, prompt: tuple[int, ...], salt: dict | None = None) -> int:
         """Leading tokens of ``prompt`` that ``engine`` holds now, or will once the prompts
-        queued on it are prefilled. ``salt``: the cache-salt keywords of a salted run (the
-        engine reports what that salt may reuse, and only prompts queued with it count).
+        in flight on it are prefilled. ``salt``: the cache-salt keywords of a salted run (the
+        engine reports what that salt may reuse, and only prompts in flight with it count).
         """
         resident = engine.num_resident_tokens(prompt, **salt) if salt else \
             engine.num_resident_tokens(prompt)
-        queued = self._board(engine).queued_prompts(salt.get("cache_salt") if salt else None)
-        return max(resident, num_pending_tokens(prompt, queued, engine.info.block_size))
+        in_flight = self._board(engine).prompts(salt.get("cache_salt") if salt else None)
+        return max(resident, num_pending_tokens(prompt, in_flight, engine.info.block_size))
 
     def add(self, engine: Engine, prompt: tuple[int, ...], num_prefill: int, num_decode: int,
             salt: str | None = None) -> WorkTicket:

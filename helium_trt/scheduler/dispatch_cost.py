@@ -1,8 +1,8 @@
 """Placement of a ready call at dispatch time (pure): the worker where it finishes the least work.
 
 The plan places calls before any has run (placement.py); at dispatch time the runtime knows
-more: what each engine really holds (``num_resident_tokens``), which prompts are queued there
-and will be cached once their prefill runs, and how much work each worker still has. A ready
+more: what each engine really holds (``num_resident_tokens``), which prompts are in flight there
+(cached once their prefill runs), and how much work each worker still has. A ready
 call goes to the worker minimising
 
     its uncached prefill there + that worker's queued prefill + queued decode
@@ -86,7 +86,7 @@ def common_prefix_len(a: Sequence[int], b: Sequence[int]) -> int:
 
 def num_pending_tokens(prompt: Sequence[int], queued: Sequence[Sequence[int]],
                        block_size: int) -> int:
-    """Leading whole blocks of ``prompt`` that a prompt queued on the worker will have cached
-    by the time this one is prefilled (engines reuse whole blocks only)."""
+    """Leading whole blocks of ``prompt`` that a prompt in flight on the worker will have
+    cached by the time this one is prefilled (engines reuse whole blocks only)."""
     best = max((common_prefix_len(prompt, q) for q in queued), default=0)
     return best - best % block_size
