@@ -80,8 +80,7 @@ class ModelRunner:
             pos.extend(range(start, end))
             context_blocks = torch.tensor(seq.block_table[:-(-end // self.block_size)])
             slots.append(self._slots(seq.block_table, start, end))
-            prefills.append(PrefillSegment(row, row + chunk.num_tokens, context_blocks, end,
-                                           _chunk_mask(start, end)))
+            prefills.append(PrefillSegment(row, row + chunk.num_tokens, context_blocks, end))
             if chunk.completes_prompt and not seq.is_warm_only:
                 sample_rows.append(row + chunk.num_tokens - 1)
                 sample_seqs.append(seq)
@@ -135,10 +134,3 @@ def _decode_groups(seqs: list[Sequence], block_size: int) -> list[list[Sequence]
         groups.append(current)
     return groups
 
-
-def _chunk_mask(start: int, end: int) -> torch.Tensor | None:
-    """Causal mask for queries at positions [start, end) over keys [0, end); None if start == 0."""
-    if start == 0:
-        return None
-    query_pos = torch.arange(start, end).unsqueeze(1)
-    return torch.arange(end).unsqueeze(0) <= query_pos

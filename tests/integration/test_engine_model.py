@@ -40,9 +40,30 @@ def test_chunked_prefill_logits_match_transformers(tiny_model_dir, hf_model, pro
     logits = []
     with torch.inference_mode():
         for start, end in ((0, split), (split, len(ids))):
-            mask = None if start == 0 else torch.arange(end)[None, :] <= torch.arange(start, end)[:, None]
-            segment = PrefillSegment(0, end - start, blocks, end, mask)
+            segment = PrefillSegment(0, end - start, blocks, end)
             batch = AttentionBatch(slots[start:end], [segment], [])
+            hidden = model.forward(torch.tensor(ids[start:end]), torch.arange(start, end), batch, kv)
+            logits.append(model.logits(hidden))
+    torch.testing.assert_close(torch.cat(logits), _hf_logits(hf_model, ids), atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.parametrize("splits", [(0, 150), (0, 70, 150), (0, 64, 128, 150)])
+def test_blocked_prefill_over_several_query_blocks_matches_transformers(tiny_model_dir, hf_model, prompts,
+                                                                         splits):
+    """Chunks longer than PREFILL_QUERY_BLOCK, starting on and off its boundaries, after a
+    cached prefix or not: every row's logits as transformers computes them."""
+    from helium_trt.engine.model import PREFILL_QUERY_BLOCK
+
+    ids = (prompts[0] * 4)[:splits[-1]]
+    assert len(ids) == splits[-1] > 2 * PREFILL_QUERY_BLOCK
+    model = load_model(tiny_model_dir)
+    kv = model.allocate_kv_cache(16, BS)
+    blocks = torch.tensor([9, 3, 14, 0, 7, 11, 2, 5, 12, 1])
+    slots = (blocks[:, None] * BS + torch.arange(BS)).view(-1)
+    logits = []
+    with torch.inference_mode():
+        for start, end in zip(splits, splits[1:]):
+            batch = AttentionBatch(slots[start:end], [PrefillSegment(0, end - start, blocks, end)], [])
             hidden = model.forward(torch.tensor(ids[start:end]), torch.arange(start, end), batch, kv)
             logits.append(model.logits(hidden))
     torch.testing.assert_close(torch.cat(logits), _hf_logits(hf_model, ids), atol=1e-4, rtol=1e-4)
@@ -59,7 +80,7 @@ def test_batched_decode_logits_match_transformers(tiny_model_dir, hf_model, prom
     assert len(a) > 3 * BS and len(b) <= BS
     with torch.inference_mode():
         for ids, slots, blocks in ((a[:-1], slots_a[:-1], blocks_a), (b[:-1], slots_b[:-1], blocks_b[:1])):
-            batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), blocks, len(ids), None)], [])
+            batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), blocks, len(ids))], [])
             model.forward(torch.tensor(ids), torch.arange(len(ids)), batch, kv)
         width = 4 * BS
         mask = torch.zeros(2, width)
