@@ -34,6 +34,8 @@ from helium_trt.errors import EngineUnavailableError, HeliumError, RequestCancel
 log = logging.getLogger(__name__)
 
 RECORD_PATH_ENV = "HELIUM_TRITON_RECORD_PATH"
+DTYPE_ENV = "HELIUM_TRITON_DTYPE"
+THREADS_ENV = "HELIUM_TRITON_THREADS"
 
 
 class ResponseSink(Protocol):
@@ -49,7 +51,10 @@ class ResponseSink(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class StandInConfig:
-    """Engine settings from the model's config.pbtxt parameters, with environment overrides."""
+    """Engine settings from the model's config.pbtxt parameters, with environment overrides.
+
+    ``dtype`` and ``num_threads`` None take the defaults of `helium-trt serve` (engine.cpu).
+    """
 
     model_dir: str | None = None
     block_size: int = 16
@@ -57,16 +62,20 @@ class StandInConfig:
     max_num_batched_tokens: int = 512
     default_exclude_input: bool = True
     record_path: str | None = None
+    dtype: str | None = None
+    num_threads: int | None = None
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], environ: Mapping[str, str]) -> StandInConfig:
         """``$HELIUM_MODEL_DIR`` beats the ``model_dir`` parameter; ``$HELIUM_TRITON_RECORD_PATH``
-        beats ``request_record_path``. Empty values mean "not set"."""
+        beats ``request_record_path``, ``$HELIUM_TRITON_DTYPE`` ``dtype``, and
+        ``$HELIUM_TRITON_THREADS`` ``threads``. Empty values mean "not set"."""
         def param(key: str) -> str | None:
             value = params.get(key, "").strip()
             return value or None
 
         num_blocks = param("num_blocks")
+        num_threads = environ.get(THREADS_ENV) or param("threads")
         return cls(
             model_dir=environ.get(MODEL_DIR_ENV) or param("model_dir"),
             block_size=int(param("tokens_per_block") or 16),
@@ -74,11 +83,17 @@ class StandInConfig:
             max_num_batched_tokens=int(param("max_num_batched_tokens") or 512),
             default_exclude_input=(param("exclude_input_in_output") or "true").lower() == "true",
             record_path=environ.get(RECORD_PATH_ENV) or param("request_record_path"),
+            dtype=environ.get(DTYPE_ENV) or param("dtype"),
+            num_threads=int(num_threads) if num_threads else None,
         )
 
     def engine_config(self) -> EngineConfig:
+        from helium_trt.engine.cpu import resolve_dtype, resolve_num_threads
+
         return EngineConfig(model_dir=self.model_dir, block_size=self.block_size,
-                            num_blocks=self.num_blocks, max_num_batched_tokens=self.max_num_batched_tokens)
+                            num_blocks=self.num_blocks, max_num_batched_tokens=self.max_num_batched_tokens,
+                            dtype=resolve_dtype(self.dtype),
+                            num_threads=resolve_num_threads(self.num_threads))
 
 
 class StandInServer:

@@ -77,7 +77,7 @@ def triton_server(triton_model_dir, tmp_path_factory):
         yield TritonDeployment(url, triton_model_dir, None, None)
         return
     from helium_trt.engine.config import MODEL_DIR_ENV
-    from helium_trt.engine.trtllm_standin import RECORD_PATH_ENV
+    from helium_trt.engine.trtllm_standin import DTYPE_ENV, RECORD_PATH_ENV
     from helium_trt.errors import EngineUnavailableError
     from helium_trt.server.triton_launcher import TritonLaunchConfig, TritonServer, find_tritonserver
 
@@ -90,7 +90,8 @@ def triton_server(triton_model_dir, tmp_path_factory):
     custom_repo = os.environ.get("HELIUM_TEST_TRITON_REPO")
     workdir = tmp_path_factory.mktemp("triton")
     record_path = None if custom_repo else workdir / "requests.jsonl"
-    env = {MODEL_DIR_ENV: str(triton_model_dir)}
+    # float32: the tests compare the stand-in's tokens with an in-process float32 engine's.
+    env = {MODEL_DIR_ENV: str(triton_model_dir), DTYPE_ENV: "float32"}
     if record_path is not None:
         env[RECORD_PATH_ENV] = str(record_path)
     # NOTE: a short stop timeout: should a client drop a stream early, tritonserver 2.51's Python

@@ -17,8 +17,9 @@ from google.protobuf import json_format
 def make_engine(model_dir, num_blocks=1024):
     from helium_trt.engine.embedded import EmbeddedEngine
 
+    # float32: outputs are compared across runs, and bfloat16 ones depend on batch shapes.
     return EmbeddedEngine(EngineConfig(model_dir=str(model_dir), num_blocks=num_blocks,
-                                       max_num_batched_tokens=512))
+                                       max_num_batched_tokens=512, dtype="float32"))
 
 
 @dataclass

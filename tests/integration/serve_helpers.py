@@ -32,7 +32,7 @@ def serve(model_dir: Path, workdir: Path, *args: str, threads: int = 1,
     with open(log_path, "w") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "helium_trt.server.cli", "serve", "--address", "127.0.0.1:0",
-             "--model", str(model_dir), "--port-file", str(port_file), *args],
+             "--model", str(model_dir), "--port-file", str(port_file), "--dtype", "float32", *args],
             stdout=log, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.monotonic() + start_timeout_s

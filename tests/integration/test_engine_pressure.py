@@ -105,7 +105,7 @@ def test_preempted_requests_are_recomputed_not_lost(tiny_model_dir, embedded_eng
     prompts = [embedded_engine.tokenizer.encode(f"Story {i}: once upon a time") for i in range(8)]
     reqs = [request(f"p{i}", p, max_tokens=100, ignore_eos=True) for i, p in enumerate(prompts)]
     roomy = run_all(embedded_engine, reqs)
-    tight = EmbeddedEngine(EngineConfig(model_dir=str(tiny_model_dir), num_blocks=24))
+    tight = EmbeddedEngine(EngineConfig(model_dir=str(tiny_model_dir), num_blocks=24, dtype="float32"))
     try:
         squeezed = run_all(tight, reqs)
         assert tight.num_preemptions > 0

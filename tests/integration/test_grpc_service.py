@@ -57,7 +57,7 @@ def server(long_tiny_model_dir, tmp_path_factory):
     proc = subprocess.Popen(
         [sys.executable, "-m", "helium_trt.server.cli", "serve", "--address", "127.0.0.1:0",
          "--model", str(long_tiny_model_dir), "--kv-cache-mb", "64", "--max-rows", "8",
-         "--max-prompt-tokens", str(MAX_PROMPT_TOKENS),
+         "--max-prompt-tokens", str(MAX_PROMPT_TOKENS), "--dtype", "float32",
          "--port-file", str(port_file)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 120

@@ -17,6 +17,7 @@ from helium_trt.api.convert import load_request_file, load_rows_file
 from helium_trt.api.events import run_request_inputs
 from helium_trt.errors import EngineUnavailableError, HeliumError
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
+from helium_trt.server.commands.engine_flags import add_engine_flags, describe, engine_runtime
 from helium_trt.server.commands.tools import TOOLS_HELP, as_tool_callback, load_tools, require_tools
 
 # --no-X flag -> RunOptions field turned off.
@@ -45,6 +46,7 @@ def register(subparsers) -> None:
                    help="run on a `helium-trt serve` instance over gRPC instead of in-process")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--tools", metavar="MODULE:FUNCTION", help=TOOLS_HELP)
+    add_engine_flags(p)
     for flag in (*_SWITCHES, *_RULE_FLAGS):
         p.add_argument(f"--no-{flag}", action="store_true", help=f"turn off {flag}")
     p.set_defaults(func=run)
@@ -64,7 +66,7 @@ def run(args: argparse.Namespace) -> int:
         if args.server:
             events = _remote_events(args.server, request, rows, options, tools)
         else:
-            events = _local_events(plan, rows, options, _open_engine(args.model), tools)
+            events = _local_events(plan, rows, options, _open_engine(args), tools)
     except HeliumError as exc:
         print(f"helium-trt run: {exc}", file=sys.stderr)
         return 2
@@ -93,11 +95,14 @@ def _apply_flags(options, args):
                    max_inflight=args.max_inflight)
 
 
-def _open_engine(model_dir: str | None):
+def _open_engine(args: argparse.Namespace):
     from helium_trt.engine.config import EngineConfig, require_model_dir
     from helium_trt.engine.embedded import EmbeddedEngine
 
-    return EmbeddedEngine(EngineConfig(model_dir=str(require_model_dir(model_dir))))
+    engine = EmbeddedEngine(EngineConfig(model_dir=str(require_model_dir(args.model)),
+                                         **engine_runtime(args)))
+    print(f"helium-trt run: {describe(engine)}", file=sys.stderr, flush=True)
+    return engine
 
 
 async def _local_events(plan, rows, options, engine, tools=None):

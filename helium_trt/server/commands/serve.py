@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from helium_trt.errors import HeliumError
+from helium_trt.server.commands.engine_flags import add_engine_flags, describe, engine_runtime
 from helium_trt.server.commands.security_flags import (
     add_security_flags, open_security, publish_workflows,
 )
@@ -69,6 +70,7 @@ def register(subparsers) -> None:
                    "restarts itself and is back within about a second once the fault is gone; "
                    "gRPC health says NOT_SERVING meanwhile")
     add_security_flags(p)
+    add_engine_flags(p)
     p.add_argument("--port-file", metavar="PATH",
                    help="write the bound port here once serving (for scripts and tests)")
     p.set_defaults(func=run)
@@ -114,8 +116,10 @@ async def open_engines(args: argparse.Namespace) -> list:
     from helium_trt.engine.embedded import EmbeddedEngine
 
     config = EngineConfig(model_dir=str(model_dir), kv_cache_mb=args.kv_cache_mb,
-                          num_blocks=args.kv_cache_blocks)
+                          num_blocks=args.kv_cache_blocks,
+                          **engine_runtime(args))
     first = EmbeddedEngine(config)
+    print(f"helium-trt serve: {describe(first)} per worker", file=sys.stderr, flush=True)
     return [first] + [EmbeddedEngine(config, model=first.model) for _ in range(args.workers - 1)]
 
 
