@@ -35,6 +35,17 @@ _MARKED = re.compile(f"{DATA_OPEN}([^{DATA_OPEN}{DATA_CLOSE}]*){DATA_CLOSE}")
 _STRAY = re.compile(f"[{DATA_OPEN}{DATA_CLOSE}]")
 _LAST_WORD = re.compile(r"\S*\s*$")
 ChunkMemo = MutableMapping[tuple[str, bool], tuple[int, ...]]
+# Texts at least this long are encoded with ``encode_batch``, which releases the GIL while it
+# works; ``encode`` holds it throughout (measured: a worker thread encoding 3 MB with ``encode``
+# stalled the event loop 2.8 s, with ``encode_batch`` at most 0.16 s). Same ids and offsets.
+GIL_FREE_CHARS = 8192
+
+
+def encode_text(tokenizer: RustTokenizer, text: str):
+    """``tokenizer.encode(text)`` without special tokens, the GIL released for long texts."""
+    if len(text) < GIL_FREE_CHARS:
+        return tokenizer.encode(text, add_special_tokens=False)
+    return tokenizer.encode_batch([text], add_special_tokens=False)[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +93,7 @@ class PromptEncoder:
         last = chunks[-1]
         if not last:
             return ids
-        encoding = (self._first if len(chunks) == 1 else self._rest).encode(
-            last, add_special_tokens=False)
+        encoding = encode_text(self._first if len(chunks) == 1 else self._rest, last)
         cut = self._last_piece_start(last)
         for token_id, (start, end) in zip(encoding.ids, encoding.offsets):
             if start >= cut or end > cut:
@@ -127,7 +137,7 @@ class PromptEncoder:
         found = memo.get(key) if memo is not None else None
         if found is None:
             tokenizer = self._first if first else self._rest
-            found = tuple(tokenizer.encode(chunk, add_special_tokens=False).ids)
+            found = tuple(encode_text(tokenizer, chunk).ids)
             if memo is not None:
                 memo[key] = found
         return found

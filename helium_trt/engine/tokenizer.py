@@ -18,7 +18,7 @@ from tokenizers.decoders import DecodeStream
 
 from helium_trt.engine.chat_template import chat_format_for, read_chat_template
 from helium_trt.engine.model_config import MalformedModelError
-from helium_trt.engine.prompt_encoder import ChunkMemo, PromptEncoder
+from helium_trt.engine.prompt_encoder import ChunkMemo, PromptEncoder, encode_text
 from helium_trt.plan.chat import CHATML_TOKENS, ChatFormat
 
 log = logging.getLogger(__name__)
@@ -60,7 +60,7 @@ class HFTokenizer:
         return cls(tokenizer, eos_ids, chat_format)
 
     def encode(self, text: str) -> list[int]:
-        return self._tokenizer.encode(text, add_special_tokens=False).ids
+        return encode_text(self._tokenizer, text).ids
 
     def encode_prompt(self, text: str, memo: ChunkMemo | None = None) -> list[int]:
         """Ids of a rendered prompt whose data is marked (plan.chat.mark_data): the tokenizer's

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from helium_trt.errors import ResourceExhaustedError
 from helium_trt.optimizer.known_prompts import known_prompt
 from helium_trt.optimizer.plan_values import RowValues
 from helium_trt.plan.chat import ChatFormat, mark_data, unmark
@@ -24,6 +25,7 @@ from helium_trt.plan.prompt import (
     expanded_prompt_template, is_chat_prompt, llm_prompt_template, render_call, static_prefix,
 )
 from helium_trt.scheduler import CallSpec, OutputLengths
+from helium_trt.runtime.values import utf8_size_over
 from helium_trt.scheduler.prefix_index import pack
 
 UNKNOWN_TEXT_TOKENS = 32  # estimate for a run-time placeholder not produced by an LLM call
@@ -52,16 +54,21 @@ class PromptTokenizer:
     tokenizer's encoding of the whole text; ``stable_prefix`` the leading tokens of a prefix's
     encoding that no continuation can change. A tokenizer with only ``encode`` gets the whole
     unmarked text encoded (its data is not kept from becoming control tokens).
+
+    With ``max_bytes`` (the server's --max-prompt-bytes), a prompt longer than that is refused
+    with ResourceExhaustedError before it is encoded.
     """
 
-    def __init__(self, tokenizer) -> None:
+    def __init__(self, tokenizer, max_bytes: int | None = None) -> None:
         self._tokenizer = tokenizer
+        self._max_bytes = max_bytes
         self._whole = hasattr(tokenizer, "encode_prompt")
         self._chunks: dict = {}  # the engine tokenizer's memo of text between control tokens
         self._texts: dict[str, tuple[int, ...]] = {}
         self._prefixes: dict[str, tuple[int, ...]] = {}
 
     def encode_prompt(self, text: str) -> tuple[int, ...]:
+        self._check_size(text)
         if not self._whole:
             return tuple(self._tokenizer.encode(unmark(text)))
         memo = self._chunks if len(self._chunks) < _MAX_MEMO else None
@@ -70,6 +77,7 @@ class PromptTokenizer:
     def stable_prefix(self, text: str) -> tuple[int, ...]:
         found = self._prefixes.get(text)
         if found is None:
+            self._check_size(text)
             if self._whole:
                 memo = self._chunks if len(self._chunks) < _MAX_MEMO else None
                 found = tuple(self._tokenizer.stable_prefix(text, memo))
@@ -78,6 +86,15 @@ class PromptTokenizer:
             if len(self._prefixes) < _MAX_MEMO:
                 self._prefixes[text] = found
         return found
+
+    def _check_size(self, text: str) -> None:
+        if self._max_bytes is None:
+            return
+        num_bytes = utf8_size_over([text], self._max_bytes)
+        if num_bytes is not None:
+            raise ResourceExhaustedError(
+                f"the prompt is {num_bytes:,} bytes, over the server's limit of "
+                f"{self._max_bytes:,} bytes per prompt (refused before tokenizing)")
 
     def encode(self, text: str) -> tuple[int, ...]:
         """Ids of plain ``text`` on its own (token counts and estimates)."""
@@ -149,7 +166,11 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
             if row_index in hit_rows.get(op_id, ()):
                 continue
             prompt, cid = prompts[op_id], op_id + suffix
-            known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok)
+            try:
+                known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok)
+            except ResourceExhaustedError as exc:
+                raise ResourceExhaustedError(f"operator {op_id!r}, row {row_index}: {exc}") \
+                    from None
             static_len = _common_len(prompt.head, known)
             specs[cid] = CallSpec(cid, op_id, row_index, known, num_unknown,
                                   prompt.num_decode_tokens,

@@ -62,7 +62,7 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
                          disabled=options.disabled_rules)
     if options.max_calls is not None:
         check_num_calls(optimized.plan, rows, options.max_calls)
-    tok = PromptTokenizer(engines[0].tokenizer)
+    tok = PromptTokenizer(engines[0].tokenizer, options.max_prompt_bytes)
     calls = plan_calls(optimized.plan, rows, fmt, tok, caches.output_lengths)
     config = SchedulerConfig(
         num_workers=len(engines), batch_capacity=max(1, options.max_inflight),

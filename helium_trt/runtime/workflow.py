@@ -277,7 +277,7 @@ class _RowRun:
         if found is not None:
             run.stats.num_result_cache_hits += 1
             return _with_history(llm, prompt_value, found), 0, 0, 0, True
-        prompt = run.prepared.tokenizer.encode_prompt(marked)
+        prompt = await _encode_prompt(run.prepared.tokenizer, marked)
         limit = run.options.max_prompt_tokens
         if limit is not None and len(prompt) > limit:
             raise ResourceExhaustedError(prompt_over_limit(len(prompt), limit))
@@ -289,6 +289,17 @@ class _RowRun:
             run.caches.prompt_cache.store(llm.model, text, llm.config, outcome.text)
         return (_with_history(llm, prompt_value, outcome.text), outcome.num_prompt_tokens,
                 outcome.num_cached_tokens, outcome.num_output_tokens, False)
+
+
+# Prompts longer than this are tokenized in a worker thread (the tokenizer releases the GIL on
+# long texts): ~1 ms of encoding inline, while the hop costs ~0.05 ms (measured, SmolLM2).
+INLINE_ENCODE_CHARS = 2048
+
+
+async def _encode_prompt(tokenizer, marked: str) -> tuple[int, ...]:
+    if len(marked) <= INLINE_ENCODE_CHARS:
+        return tokenizer.encode_prompt(marked)
+    return await asyncio.to_thread(tokenizer.encode_prompt, marked)
 
 
 def _element(value, index: int):
