@@ -1,7 +1,8 @@
 """How many LLM calls a plan makes for its rows, list fan-out included (pure).
 
 A list column makes every format over it, every map of it and every LLM call on those run once
-per element, so one row can stand for thousands of calls. ``count_llm_calls`` counts them from
+per element, and an LLM operator with n samples makes a list of its own, so one row can stand
+for thousands of calls. ``count_llm_calls`` counts them from
 the plan and the rows alone, before anything runs, so a server can refuse a request by the work
 it would create (``serve --max-calls``).
 """
@@ -15,31 +16,48 @@ from helium_trt.plan.ops import CacheFetchOp, FormatOp, InputOp, LlmOp, MapOp, S
 
 
 def count_llm_calls(plan: Plan, rows: Sequence[dict]) -> int:
-    """LLM calls of ``plan`` over ``rows``: each LLM operator once per row (per element of the
-    list its prompt holds, times its ``n`` samples), rows answered from the result cache aside.
+    """LLM calls of ``plan`` over ``rows``: each LLM operator once per row, per element of the
+    list its prompt holds and per sample (``n``), rows answered from the result cache aside.
+    Samples are lists too: a level of n samples over a list of k makes k * n elements for the
+    next (a tree of thought fans out n^depth).
 
-    NOTE: an upper bound: every branch of a switch is counted, though only one runs.
+    NOTE: an upper bound: every branch of a switch is counted, though only one runs, and lists
+    that must be of equal length count as the longest.
     """
-    sources = _list_sources(plan)
-    calls = [(sources[llm.prompt], hit_rows, llm.config.n) for llm, hit_rows in _calls(plan)]
     inputs = [(op.id, op.column) for op in plan.ops if isinstance(op, InputOp)]
+    hits = {op.id: frozenset(dict(op.hits)) for op in plan.ops if isinstance(op, CacheFetchOp)}
+    memo: dict[tuple, dict[str, int]] = {}  # list lengths of a row -> calls per operator
     total = 0
     for index, row in enumerate(rows):
-        lengths = {op_id: len(row[column]) for op_id, column in inputs
-                   if isinstance(row.get(column), list)}
-        for prompt_sources, hit_rows, num_samples in calls:
-            if index not in hit_rows:
-                total += max((lengths.get(s, 1) for s in prompt_sources), default=1) * num_samples
+        lengths = tuple((op_id, len(row[column])) for op_id, column in inputs
+                        if isinstance(row.get(column), list))
+        calls = memo.get(lengths)
+        if calls is None:
+            calls = memo[lengths] = _calls_per_op(plan, dict(lengths))
+        total += sum(n for op_id, n in calls.items() if index not in hits.get(op_id, ()))
     return total
 
 
-def _calls(plan: Plan):
-    """(LLM operator, rows answered from the result cache) of every LLM call site."""
-    for op in plan.ops:
-        if isinstance(op, LlmOp):
-            yield op, frozenset()
-        elif isinstance(op, CacheFetchOp) and op.fallback is not None:
-            yield op.fallback, frozenset(dict(op.hits))
+def _calls_per_op(plan: Plan, lengths: dict[str, int]) -> dict[str, int]:
+    """LLM calls per LLM operator for one row whose list columns have ``lengths``: each
+    operator's value has a width (1 for a text), computed inputs first."""
+    width: dict[str, int] = {}
+    calls: dict[str, int] = {}
+    for op_id in plan.topo_order:
+        op = plan.by_id[op_id]
+        llm = op.fallback if isinstance(op, CacheFetchOp) else op
+        if isinstance(op, InputOp):
+            width[op_id] = lengths.get(op_id, 1)
+        elif isinstance(llm, LlmOp):
+            calls[op_id] = max((width.get(i, 1) for i in llm.inputs), default=1) * llm.config.n
+            width[op_id] = calls[op_id]
+        elif isinstance(op, (FormatOp, SwitchOp)):
+            width[op_id] = max((width.get(i, 1) for i in op.inputs), default=1)
+        elif isinstance(op, MapOp):
+            width[op_id] = width.get(op.list_id, 1)
+        else:  # constants, concats (they join lists), tool calls, outputs
+            width[op_id] = 1
+    return calls
 
 
 def per_element_sources(plan: Plan, rows: Sequence[dict]) -> dict[str, frozenset[str]]:
@@ -74,7 +92,7 @@ def _list_sources(plan: Plan) -> dict[str, frozenset[str]]:
         elif isinstance(op, MapOp):
             found = sources.get(op.list_id, frozenset())
         elif isinstance(op, LlmOp):
-            # n samples make a list too (counted by count_llm_calls through n itself).
+            # n samples make a list too.
             found = sources.get(op.prompt, frozenset()) | (
                 frozenset({op_id}) if op.config.n > 1 else frozenset())
         elif isinstance(op, CacheFetchOp) and op.fallback is not None:

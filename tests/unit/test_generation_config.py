@@ -52,6 +52,19 @@ def test_n_multiplies_the_counted_calls():
     assert count_llm_calls(sampled, sampled.rows * 3) == 15
 
 
+def test_samples_fan_the_next_level_out_like_a_list():
+    config = GenerationConfig(temperature=0.7, n=3)
+    tree = Plan((InputOp("q", column="q"),
+                 FormatOp("p0", messages=(Message("user", (Ref("q"),)),)),
+                 LlmOp("l0", prompt="p0", config=config, return_history=True),
+                 FormatOp("p1", messages=(Message(history="l0"), Message("user", ("More.",)))),
+                 LlmOp("l1", prompt="p1", config=config, return_history=True),
+                 FormatOp("p2", messages=(Message(history="l1"), Message("user", ("End.",)))),
+                 LlmOp("l2", prompt="p2"), OutputOp("o", input="l2")))
+    assert count_llm_calls(tree, [{"q": "x"}]) == 3 + 9 + 9
+    assert count_llm_calls(tree, [{"q": ["x", "y"]}, {"q": "z"}]) == (6 + 18 + 18) + 21
+
+
 def test_cache_keys_tell_every_setting_apart():
     base = GenerationConfig()
     keys = {config_key(c) for c in (base, GenerationConfig(ignore_eos=True),
