@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import logging
+import time
 import uuid
 from dataclasses import asdict, dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
@@ -33,10 +35,13 @@ from helium_trt.runtime.events import RunError, RunStats
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
 from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
-from helium_trt.server.tenant_state import TenantStates
+from helium_trt.server.run_record import RunRecord, RunTally
+from helium_trt.server.status import grpc_code
+from helium_trt.server.tenant_state import TenantState, TenantStates
 from helium_trt.server.tenants import DEFAULT_TENANT, Tenant
 
 ProtoToolCallback = Callable[[service_pb2.ToolCall], Awaitable[service_pb2.ToolResult]]
+log = logging.getLogger(__name__)
 
 # Prefixes registered with Warm(keep=true) outrank every per-run priority but the maximum.
 KEEP_WARM_PRIORITY = 90
@@ -114,6 +119,8 @@ class HeliumCore:
         self.caches = caches if caches is not None else RuntimeCaches()
         self.tenants = TenantStates(self.caches)
         self.public_prefixes = PublicPrefixes()
+        # Called with each run's RunRecord when it ends (serve adds its log line and metrics).
+        self.observers: list[Callable[[RunRecord], None]] = []
         # Run ids: this core's random tag and a count, unique across the cores (helium-trt
         # serve processes, Triton `helium` model instances) that may share one LLM engine.
         self._run_tag = uuid.uuid4().hex[:8]
@@ -125,9 +132,36 @@ class HeliumCore:
 
         Raises InvalidWorkflowError before any event for a malformed request, and
         PermissionDeniedError / ResourceExhaustedError past the tenant's quotas. Closing the
-        iterator (client cancel) cancels the run, which cancels its engine requests.
+        iterator (client cancel) cancels the run, which cancels its engine requests. However it
+        ends, each of ``observers`` gets the run's RunRecord.
         """
-        state = self.tenants.get(tenant)
+        tally = RunTally(tenant.name, request.workflow.name, self.engines[0].info.model_name,
+                         len(request.rows))
+        started, failure, error = time.perf_counter(), None, ""
+        events = self._run_events(request, tools, self.tenants.get(tenant))
+        try:
+            async for event in events:
+                tally.see(event)
+                yield event
+        except BaseException as exc:
+            failure = _status_of(exc)
+            error = "" if failure == "cancelled" else str(exc) or type(exc).__name__
+            raise
+        finally:
+            await events.aclose()
+            self._notify(tally.record((time.perf_counter() - started) * 1000.0, failure, error))
+
+    def _notify(self, record: RunRecord) -> None:
+        for observer in self.observers:
+            try:
+                observer(record)
+            except Exception:  # noqa: BLE001 - metrics or logging must never fail a run
+                log.exception("run observer %r failed", observer)
+
+    async def _run_events(self, request: service_pb2.RunRequest,
+                          tools: ProtoToolCallback | None,
+                          state: TenantState) -> AsyncIterator[service_pb2.RunEvent]:
+        tenant = state.tenant
         plan, rows, options = run_request_inputs(request)
         tool_timeouts = (options.tool_call_timeout_s, self.limits.tool_call_timeout_s)
         options = replace(self._server_options(options, tenant),
@@ -304,6 +338,13 @@ class HeliumCore:
     async def close(self) -> None:
         for engine in self.engines:
             await engine.close()
+
+
+def _status_of(exc: BaseException) -> str:
+    """A RunRecord status for the exception that ended a run."""
+    if isinstance(exc, (GeneratorExit, asyncio.CancelledError)):
+        return "cancelled"  # the client went away (or cancelled) mid-stream
+    return grpc_code(exc).name.lower()
 
 
 def _adapt_tools(tools: ProtoToolCallback | None):

@@ -56,7 +56,7 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
 
     async def Run(self, request, context):
         try:
-            check_limits(request, self._limits)
+            _check_limits(request, self._limits, "Run")
             async for event in self._core.run(request, None, tenant=current_tenant()):
                 yield event
         except HeliumError as exc:
@@ -68,7 +68,7 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
         tools = SessionToolCalls(outbound)
         reader = asyncio.create_task(tools.route(request_iterator))
         try:
-            check_limits(first.run, self._limits)
+            _check_limits(first.run, self._limits, "Session")
             events = self._core.run(first.run, tools.call, tenant=current_tenant())
             async for event in _merge(events, outbound):
                 yield event
@@ -82,6 +82,7 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
             check_limits(request.request, self._limits)
             return await self._core.explain(request, tenant=current_tenant())
         except HeliumError as exc:
+            _log_refused("Explain", exc)
             await context.abort(grpc_code(exc), str(exc))
 
     async def Warm(self, request, context):
@@ -89,10 +90,25 @@ class HeliumServicer(service_pb2_grpc.HeliumServiceServicer):
             check_limits(service_pb2.RunRequest(workflow=request.workflow), self._limits)
             return await self._core.warm(request, tenant=current_tenant())
         except HeliumError as exc:
+            _log_refused("Warm", exc)
             await context.abort(grpc_code(exc), str(exc))
 
     async def Stats(self, request, context):
         return self._core.stats(tenant=current_tenant())
+
+
+def _check_limits(request: service_pb2.RunRequest, limits: ServerLimits, method: str) -> None:
+    """check_limits, logging a refusal (a refusal later, in the run, is in its run log line)."""
+    try:
+        check_limits(request, limits)
+    except HeliumError as exc:
+        _log_refused(method, exc)
+        raise
+
+
+def _log_refused(method: str, exc: HeliumError) -> None:
+    log.warning("refused %s for tenant %r: %s: %s", method, current_tenant().name,
+                grpc_code(exc).name, exc)
 
 
 async def _first_message(request_iterator, context) -> service_pb2.SessionMessage:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from helium_trt.errors import HeliumError
 from helium_trt.server.commands.engine_flags import add_engine_flags, describe, engine_runtime
+from helium_trt.server.commands.observe_flags import Observability, add_observe_flags
 from helium_trt.server.commands.security_flags import (
     add_security_flags, open_security, publish_workflows,
 )
@@ -70,6 +71,7 @@ def register(subparsers) -> None:
                    "restarts itself and is back within about a second once the fault is gone; "
                    "gRPC health says NOT_SERVING meanwhile")
     add_security_flags(p)
+    add_observe_flags(p)
     add_engine_flags(p)
     p.add_argument("--port-file", metavar="PATH",
                    help="write the bound port here once serving (for scripts and tests)")
@@ -135,7 +137,9 @@ async def _serve(args: argparse.Namespace) -> int:
                           max_prompt_bytes=args.max_prompt_bytes, max_calls=args.max_calls,
                           tool_call_timeout_s=args.tool_call_timeout or None)
     tls, tokens = open_security(args)
-    core = HeliumCore(await open_engines(args), limits=limits)
+    observe = Observability(args)
+    core = HeliumCore(observe.wrap(await open_engines(args)), limits=limits)
+    observe.attach(core)
     await publish_workflows(core, args.public_workflow)
     stop = asyncio.Event()
     gave_up: list[str] = []
@@ -162,6 +166,7 @@ async def _serve(args: argparse.Namespace) -> int:
     await stop.wait()
     await server.stop(grace=2.0)
     await core.close()
+    observe.close()
     if gave_up:
         print(f"helium-trt serve: giving up, exiting with status 3: {gave_up[0]}",
               file=sys.stderr, flush=True)
