@@ -121,6 +121,28 @@ def test_cancel_closes_the_request_on_the_server(tiny_model_dir, how):
     assert server.aborted == ["srv-1"]
 
 
+def test_a_server_that_stops_sending_fails_the_call_within_the_timeout(tiny_model_dir):
+    """serve --engine-timeout for --engine openai: an idle timeout, the first piece included."""
+    server = HeldServer(make_engine(tiny_model_dir))
+    server.hold_first.clear()  # the server goes quiet before its first piece
+
+    async def go(url):
+        engine = await OpenAIHttpEngine.connect(url, HFTokenizer.from_dir(tiny_model_dir),
+                                                timeout_s=1.0)
+        started = asyncio.get_running_loop().time()
+        try:
+            items = [i async for i in engine.generate(request(engine, max_tokens=8))]
+        finally:
+            server.hold_first.set()
+        return items[-1], asyncio.get_running_loop().time() - started
+
+    with server as url:
+        result, waited = asyncio.run(go(url))
+        assert result.finish_reason == "error" and "TimeoutError" in result.error
+        assert url.split("//")[-1] in result.error
+    assert waited < 1.0 + LIVENESS_S
+
+
 def test_bad_requests_and_unreachable_servers(tiny_model_dir):
     async def go(url):
         engine = await client(url, tiny_model_dir)

@@ -82,9 +82,11 @@ class OpenAIHttpEngine:
 
     @classmethod
     async def connect(cls, url: str, tokenizer: Tokenizer, model: str | None = None,
-                      block_size: int = 16, num_blocks: int = 1 << 16) -> "OpenAIHttpEngine":
+                      block_size: int = 16, num_blocks: int = 1 << 16,
+                      timeout_s: float | None = 600.0) -> "OpenAIHttpEngine":
         """An engine for the server at ``url``: its first model (or ``model``) and that model's
-        context window, read from ``GET /v1/models``."""
+        context window, read from ``GET /v1/models``. A call fails once the server has sent
+        nothing for ``timeout_s`` (None: wait forever)."""
         endpoint = parse_endpoint(url)
         try:
             listing = (await request_json(endpoint, "GET", "/v1/models")).get("data") or []
@@ -98,7 +100,7 @@ class OpenAIHttpEngine:
                           max_model_len=int(entry.get("max_model_len") or 2048),
                           vocab_size=getattr(tokenizer, "vocab_size", 1 << 31),
                           eos_token_ids=tuple(getattr(tokenizer, "eos_token_ids", ())))
-        return cls(url, entry["id"], tokenizer, info)
+        return cls(url, entry["id"], tokenizer, info, timeout_s=timeout_s)
 
     def generate(self, request: EngineRequest) -> AsyncIterator[TokenDelta | RequestResult]:
         """Check the request now (InvalidRequestError; EngineUnavailableError once closed),
@@ -245,13 +247,14 @@ class OpenAIHttpEngine:
         return body
 
 
-async def connect_endpoints(urls: Sequence[str], tokenizer_dir) -> list[OpenAIHttpEngine]:
+async def connect_endpoints(urls: Sequence[str], tokenizer_dir,
+                            timeout_s: float | None = 600.0) -> list[OpenAIHttpEngine]:
     """One engine per server URL (`serve --engine openai --url ...`), all with the tokenizer
-    of ``tokenizer_dir``, the served model's own."""
+    of ``tokenizer_dir``, the served model's own; ``timeout_s`` as in ``connect``."""
     from helium_trt.engine.tokenizer import HFTokenizer
 
     tokenizer = HFTokenizer.from_dir(tokenizer_dir)
-    return [await OpenAIHttpEngine.connect(url, tokenizer) for url in urls]
+    return [await OpenAIHttpEngine.connect(url, tokenizer, timeout_s=timeout_s) for url in urls]
 
 
 def parse_endpoint(url: str) -> Endpoint:

@@ -39,10 +39,10 @@ def register(subparsers) -> None:
     p.add_argument("--triton-model", default="tensorrt_llm",
                    help="Triton model name (default tensorrt_llm)")
     p.add_argument("--engine-timeout", type=float, default=60.0, metavar="SECONDS",
-                   help="with --engine triton: fail an LLM call (and cancel it on the server) "
-                   "once the server has sent nothing for this long, first token included "
-                   "(default 60; 0: wait forever). The engine is then unhealthy until the server "
-                   "answers a readiness probe")
+                   help="with --engine triton or openai: fail an LLM call (and cancel it on the "
+                   "server) once the server has sent nothing for this long, first token included "
+                   "(default 60; 0: wait forever). A Triton engine is then unhealthy until the "
+                   "server answers a readiness probe")
     p.add_argument("--kv-cache-mb", type=int, default=512, help="embedded KV pool per worker")
     p.add_argument("--kv-cache-blocks", type=int, default=None, metavar="N",
                    help="embedded KV pool per worker in blocks of 16 tokens (overrides "
@@ -95,22 +95,22 @@ async def open_engines(args: argparse.Namespace) -> list:
     from helium_trt.errors import InvalidWorkflowError
 
     model_dir = require_model_dir(args.model)
+    if args.engine_timeout < 0:
+        raise InvalidWorkflowError("must be 0 (no timeout) or more seconds",
+                                   field="--engine-timeout")
     if args.engine == "openai":
         from helium_trt.engine.openai import connect_endpoints
 
         if not args.url:
             raise InvalidWorkflowError("--engine openai needs at least one --url HOST:PORT",
                                        field="--url")
-        return await connect_endpoints(args.url, model_dir)
+        return await connect_endpoints(args.url, model_dir, args.engine_timeout or None)
     if args.engine == "triton":
         from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 
         if not args.url:
             raise InvalidWorkflowError("--engine triton needs at least one --url HOST:PORT",
                                        field="--url")
-        if args.engine_timeout < 0:
-            raise InvalidWorkflowError("must be 0 (no timeout) or more seconds",
-                                       field="--engine-timeout")
         return [await TritonEngine.connect(TritonEngineConfig(
             url=u, tokenizer_dir=str(model_dir), model_name=args.triton_model,
             idle_timeout_s=args.engine_timeout or None)) for u in args.url]
