@@ -53,7 +53,8 @@ def main() -> int:
     cases = {
         "time.sleep (baseline)": lambda: time.sleep(seconds),
         "tokenizers encode": lambda: rust.encode(text, add_special_tokens=False).ids,
-        "tokenizers encode_batch": lambda: rust.encode_batch([text], add_special_tokens=False)[0].ids,
+        "tokenizers encode_batch":
+            lambda: rust.encode_batch([text], add_special_tokens=False)[0].ids,
         "HFTokenizer.encode_prompt": lambda: tok.encode_prompt(text),
     }
     print(f"{args.bytes:,} bytes, encoded in a worker thread:")

@@ -1,4 +1,4 @@
-"""Parse request bytes into helium.v1 messages; bytes that do not parse are refused naming the field.
+"""Request bytes into helium.v1 messages; bytes that do not parse are refused naming the field.
 
 The protobuf decoder says only that a message is corrupt. ``parse_message`` then walks the wire
 format itself along the message's descriptor and reports the first field at fault: truncated

@@ -98,8 +98,9 @@ def _check_row_bytes(request: service_pb2.RunRequest, limits: ServerLimits) -> N
                     f"{limits.max_value_bytes:,} bytes per row value")
         num_bytes += row.ByteSize()
     if num_bytes > limits.max_rows_bytes:
-        raise ResourceExhaustedError(f"field 'rows': {num_bytes:,} bytes exceed the server's "
-                                     f"limit of {limits.max_rows_bytes:,} bytes of rows per request")
+        raise ResourceExhaustedError(
+            f"field 'rows': {num_bytes:,} bytes exceed the server's limit of "
+            f"{limits.max_rows_bytes:,} bytes of rows per request")
 
 
 class HeliumCore:

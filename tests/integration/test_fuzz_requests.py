@@ -68,15 +68,17 @@ def _seed(ops, rows) -> bytes:
 _LLM = {"max_tokens": 2}
 SEEDS = [
     _seed([{"id": "q", "input": {}}, {"id": "p", "format": {"template": "Q: {q}"}},
-           {"id": "a", "llm": {"prompt": "p", "config": _LLM}}, {"id": "o", "output": {"input": "a"}}],
-          [{"q": "hi"}]),
+           {"id": "a", "llm": {"prompt": "p", "config": _LLM}},
+           {"id": "o", "output": {"input": "a"}}], [{"q": "hi"}]),
     _seed([{"id": "q", "input": {}}, {"id": "p", "format": {"messages": [
-        {"role": "ROLE_SYSTEM", "template": "Be brief."}, {"role": "ROLE_USER", "template": "{q}"}]}},
+        {"role": "ROLE_SYSTEM", "template": "Be brief."},
+        {"role": "ROLE_USER", "template": "{q}"}]}},
         {"id": "a", "llm": {"prompt": "p", "config": _LLM, "mode": "LLM_MODE_CHAT"}},
         {"id": "s", "switch_op": {"input": "a", "cases": [{"value": "(?i)yes", "target": "a"}],
                                   "default_target": "q"}},
         {"id": "o", "output": {"input": "s"}}], [{"q": "Is it?"}, {"q": "No"}]),
-    _seed([{"id": "d", "input": {}}, {"id": "m", "map": {"list": "d", "template": "{index}: {item}"}},
+    _seed([{"id": "d", "input": {}},
+           {"id": "m", "map": {"list": "d", "template": "{index}: {item}"}},
            {"id": "a", "llm": {"prompt": "m", "config": _LLM}},
            {"id": "c", "concat": {"inputs": ["a", "d"], "separator": "|"}},
            {"id": "L", "loop": {"init": "c", "state": "s", "result": "r", "max_iterations": 2,

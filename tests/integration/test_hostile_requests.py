@@ -203,7 +203,8 @@ def _good() -> bytes:
 
 BAD_BYTES = {  # name -> (request bytes, the field the details must name)
     "truncated": (lambda: _good()[:-4], "rows[0]"),
-    "invalid utf-8": (lambda: _good().replace(b"Q: ", b"Q:\xff"), "workflow.ops[1].format.template"),
+    "invalid utf-8": (lambda: _good().replace(b"Q: ", b"Q:\xff"),
+                      "workflow.ops[1].format.template"),
     "nested past the decoder's depth": (lambda: _deep_row_request().SerializeToString(),
                                         "rows[0].fields[0].value"),
     "role 77": (_chat_role(77), "messages[0].role"),
