@@ -98,6 +98,10 @@ class TokenRadixTree:
     every operation per block and a child lookup is one dict probe on the block's token tuple.
     Matching is still token-level: the block after the last full match may match partially.
 
+    A leaf may also hold a partly filled block (``insert_partial``): the tail of a sequence that
+    ended mid-block. Its key is shorter than a block, so it is never walked through, only
+    matched token by token as the partial block of ``match_prefix`` (to be copied).
+
     The tree holds one pool reference per cached block; a block is evictable when only the tree
     references it and no cached block hangs below it.
 
@@ -174,8 +178,12 @@ class TokenRadixTree:
             key = keys[index]
             child = node.children.get(key)
             if child is None:
-                self.pool.incref([block_id])
-                self.pool.mark_cached(block_id)
+                tail = self._nodes_by_block.get(block_id)
+                if tail is not None and self._is_tail(tail):  # filled up: its reference moves here
+                    self._detach(tail)
+                else:
+                    self.pool.incref([block_id])
+                    self.pool.mark_cached(block_id)
                 child = _Node(parent=node, key=key, block_id=block_id, last_access=now,
                               priority=self.default_priority)
                 node.children[key] = child
@@ -193,6 +201,53 @@ class TokenRadixTree:
             if not child.children and child.version >= 0:
                 self._push(child)
         return tree_block_ids
+
+    def insert_partial(self, token_ids: list[int] | tuple[int, ...], block_id: int, now: float,
+                       scope: CacheScope = UNSCOPED) -> bool:
+        """Cache ``block_id`` as holding the tokens of ``token_ids`` past its last whole block
+        (fewer than a block), below the cached whole blocks before them. False (nothing
+        cached) when those blocks are not all in the tree, or a cached tail holds these tokens
+        already.
+
+        A tail that this one extends is replaced (the same block grown, or another block with
+        fewer of these tokens); tails that differ from it stay side by side.
+        """
+        keys = self._block_keys(token_ids, scope)
+        node = self._root
+        for key in keys:
+            node = node.children.get(key)
+            if node is None:
+                return False
+        tail = tuple(token_ids[len(keys) * self.block_size:])
+        salt = scope.salt_of_block(len(keys), self.block_size)
+        if not tail:
+            return False
+        tails = [child for child in node.children.values()
+                 if self._is_tail(child) and _split_key(child.key)[0] == salt]
+        for other in tails:
+            other_tail = _split_key(other.key)[1]
+            if other_tail[:len(tail)] == tail:
+                return False  # holds all of these tokens already
+        cached = self._nodes_by_block.get(block_id)
+        if cached is not None and cached not in tails:
+            return False  # the block is cached elsewhere (never for a sequence's own tail)
+        moved = False  # the tree's reference to block_id passes from its old tail to the new one
+        for other in tails:
+            if other.block_id == block_id:
+                self._detach(other)
+                moved = True
+            elif tail[:len(_split_key(other.key)[1])] == _split_key(other.key)[1]:
+                self._remove_leaf(other)
+                self.pool.decref([other.block_id])
+        if not moved:
+            self.pool.incref([block_id])
+            self.pool.mark_cached(block_id)
+        child = _Node(parent=node, key=tail if salt is None else (salt, *tail), block_id=block_id,
+                      last_access=now, priority=self.default_priority)
+        node.children[child.key] = child
+        self._nodes_by_block[block_id] = child
+        self._push(child)
+        return True
 
     def num_evictable(self) -> int:
         """Blocks that eviction could free now (held by nobody but the tree)."""
@@ -247,11 +302,11 @@ class TokenRadixTree:
         ``salt`` (a partial match is copied, so it must not cross scopes either)."""
         best_block_id, best_len = None, 0
         for key, child in node.children.items():
-            salted = len(key) > self.block_size
-            if (key[0] if salted else None) != salt:
+            key_salt, tokens = _split_key(key)
+            if key_salt != salt:
                 continue
             common = 0
-            for a, b in zip(key[1:] if salted else key, rest):
+            for a, b in zip(tokens, rest):
                 if a != b:
                     break
                 common += 1
@@ -302,3 +357,18 @@ class TokenRadixTree:
         node.version = -1
         del node.parent.children[node.key]
         del self._nodes_by_block[node.block_id]
+
+    def _is_tail(self, node: _Node) -> bool:
+        return len(_split_key(node.key)[1]) < self.block_size
+
+    def _detach(self, node: _Node) -> None:
+        """Unlink a cached tail whose block (and the tree's reference to it) a new node takes."""
+        node.version = -1
+        del node.parent.children[node.key]
+
+
+def _split_key(key: tuple) -> tuple[str | None, tuple]:
+    """(salt or None, tokens) of a node key (a salt is a str, never a token id)."""
+    if key and isinstance(key[0], str):
+        return key[0], key[1:]
+    return None, key

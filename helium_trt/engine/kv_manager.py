@@ -20,6 +20,7 @@ class KVManager:
         self.enable_prefix_caching = enable_prefix_caching
         self.pool = BlockPool(num_blocks)
         self.tree = TokenRadixTree(self.pool, block_size)
+        self._now = 0.0  # the latest time a caller passed in (release takes none)
 
     # ---- queries ---------------------------------------------------------------------------
 
@@ -54,6 +55,7 @@ class KVManager:
         A cached block that matches only partly is copied into ``seq``'s own block (recorded
         in ``seq.pending_copy``; the source stays referenced until ``release_copy``).
         """
+        self._now = now
         tokens = seq.token_ids
         matched, copy_src, num_partial = self._reusable_prefix(seq)
         num_new = self.num_blocks_for(len(tokens)) - len(matched)
@@ -94,10 +96,31 @@ class KVManager:
         return True
 
     def cache_full_blocks(self, seq: Sequence, now: float) -> None:
-        """Put newly completed blocks of ``seq`` into the tree, switching to the tree's copies."""
+        """Put newly completed blocks of ``seq`` into the tree, switching to the tree's copies;
+        once its prompt is computed, its partly filled last block too (``_cache_tail``)."""
+        self._now = now
+        if not self.shares_prefixes(seq):
+            return
+        self._insert_full_blocks(seq, now)
+        if seq.num_computed_tokens == seq.num_prompt_tokens:
+            self._cache_tail(seq)
+
+    def release(self, seq: Sequence) -> None:
+        """Drop ``seq``'s references; cached blocks stay in the tree until evicted, and so does
+        its partly filled last block (``_cache_tail``)."""
+        if self.shares_prefixes(seq) and seq.block_table:
+            self._cache_tail(seq)
+        self.pool.decref(seq.block_table)
+        seq.block_table = []
+        seq.num_computed_tokens = 0
+        seq.num_inserted_blocks = 0
+
+    # ---- private helpers ---------------------------------------------------------------------
+
+    def _insert_full_blocks(self, seq: Sequence, now: float) -> None:
         num_full = seq.num_computed_tokens // self.block_size
         start = seq.num_inserted_blocks
-        if num_full <= start or not self.shares_prefixes(seq):
+        if num_full <= start:
             return
         tokens = seq.token_ids[:num_full * self.block_size]
         # The tree walks from the root; blocks below ``start`` are already there and unchanged.
@@ -111,14 +134,26 @@ class KVManager:
                 seq.block_table[index] = tree_ids[index]
         seq.num_inserted_blocks = num_full
 
-    def release(self, seq: Sequence) -> None:
-        """Drop ``seq``'s references; cached blocks stay in the tree until evicted."""
-        self.pool.decref(seq.block_table)
-        seq.block_table = []
-        seq.num_computed_tokens = 0
-        seq.num_inserted_blocks = 0
+    def _cache_tail(self, seq: Sequence) -> None:
+        """Cache the computed tokens of ``seq``'s partly filled block (the tree keeps whole
+        blocks only), so an identical prompt, or one that goes on from these tokens, copies
+        the block instead of computing them again (forks of one prompt, a reply repeated in the
+        next prompt).
 
-    # ---- private helpers ---------------------------------------------------------------------
+        Done when the prompt is computed (requests in flight with the same prompt copy it then)
+        and when the sequence ends (prompt and output computed so far). Skipped when the tree
+        holds those tokens already: then they may have come from a copy that a request finished
+        on admission never ran.
+        """
+        num_computed = seq.num_computed_tokens
+        if num_computed % self.block_size == 0:
+            return
+        tokens = seq.token_ids[:num_computed]
+        scope = scope_of(seq)
+        if self.tree.match_prefix(tokens, scope=scope).num_tokens >= num_computed:
+            return
+        tail_block = seq.block_table[num_computed // self.block_size]
+        self.tree.insert_partial(tokens, tail_block, self._now, scope)
 
     def _reusable_prefix(self, seq: Sequence) -> tuple[list[int], int | None, int]:
         """Whole cached blocks to share, and a block to copy the next ``num_partial`` tokens from.

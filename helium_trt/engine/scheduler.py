@@ -8,9 +8,10 @@ its blocks are released (its full blocks stay cached in the tree) and it waits t
 again, so no request is ever lost.
 
 A waiting request whose prompt shares at least one whole block not yet computed with a running
-prefill is held back until that prefill has computed it (then it reuses the cached blocks):
-admitting both at once would compute the shared blocks twice. Requests behind it in the queue
-may go first meanwhile. Imports no torch.
+prefill, or whose reusable prefix is that prefill's whole prompt, is held back until that
+prefill has computed it (then it reuses the cached blocks, and copies a partly filled last
+block): admitting both at once would compute the shared tokens twice. Requests behind it in
+the queue may go first meanwhile. Imports no torch.
 """
 
 from __future__ import annotations
@@ -150,24 +151,28 @@ class Scheduler:
             heapq.heappush(self._waiting, item)
 
     def _shares_uncomputed_prefix(self, seq: Sequence) -> bool:
-        """True when a running prefill is about to compute a whole block of ``seq``'s prefix."""
+        """True when a running prefill is about to compute and cache part of ``seq``'s prefix:
+        a whole block, or the tail of its prompt (cached once that prompt is computed)."""
         if not self.kv.shares_prefixes(seq):
             return False
+        return any(self._will_cache_for(seq, other) for other in self.running
+                   if not other.is_decoding and self.kv.shares_prefixes(other))
+
+    def _will_cache_for(self, seq: Sequence, other: Sequence) -> bool:
         bs = self.kv.block_size
-        tokens = seq.token_ids
-        for other in self.running:
-            if other.is_decoding or not self.kv.shares_prefixes(other):
-                continue
-            start = other.num_computed_tokens // bs * bs  # its computed whole blocks are cached
-            end = start + bs
-            if end > len(tokens) or end > len(other.token_ids):
-                continue  # no whole block left to share
-            if not self.kv.same_block_keys(seq, other, end // bs):
-                continue  # another tenant's blocks: never shared, so not worth waiting for
-            # Its first uncomputed block must equal ours, and so must everything before it.
-            if tokens[start:end] == other.token_ids[start:end] and tokens[:start] == other.token_ids[:start]:
-                return True
-        return False
+        tokens, theirs = seq.token_ids, other.token_ids
+        start = other.num_computed_tokens // bs * bs  # its computed whole blocks are cached
+        end = start + bs  # its next whole block: equal to ours, and so is everything before it?
+        if end <= len(tokens) and end <= len(theirs) and tokens[:end] == theirs[:end]:
+            # Another tenant's blocks are never shared, so not worth waiting for.
+            return self.kv.same_block_keys(seq, other, end // bs)
+        if other.num_output_tokens:
+            return False  # prefilling again after a preemption: it caches whole blocks only
+        # Less than a block to gain: only when all we would reuse is its prompt (identical
+        # prompts, forks); it is at most a block from computing that.
+        end = min(len(tokens) if seq.is_warm_only else len(tokens) - 1, other.num_prompt_tokens)
+        return (end > start and tokens[:end] == theirs[:end]
+                and self.kv.same_block_keys(seq, other, -(-end // bs)))
 
     def _pick_victim(self) -> Sequence:
         return max(self.running, key=lambda s: s.waiting_key)
