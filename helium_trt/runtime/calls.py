@@ -145,8 +145,11 @@ def render_prompt(calls: PlannedCalls, op_id: str, values: Mapping[str, object],
 
 
 def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTokenizer,
-               lengths: OutputLengths) -> PlannedCalls:
-    llm_ops = {op.id: llm_of(op) for op in plan.ops if llm_of(op) is not None}
+               lengths: OutputLengths, model: str | None = None) -> PlannedCalls:
+    """The calls of ``plan``'s LLM operators (only those on ``model`` when given: each served
+    model plans its own calls with its own format and tokenizer)."""
+    llm_ops = {op.id: llm for op in plan.ops
+               if (llm := llm_of(op)) is not None and (model is None or llm.model == model)}
     templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
     run_time = {op.id for op in plan.ops if not isinstance(op, _PLAN_TIME_KINDS)}
     # The scheduler's static prefixes and estimates see through spliced histories and maps.

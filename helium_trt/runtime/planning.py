@@ -14,7 +14,8 @@ from helium_trt.optimizer.driver import OptimizeResult
 from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.fanout import count_llm_calls
 from helium_trt.plan.graph import Plan
-from helium_trt.runtime.calls import PlannedCalls, PromptTokenizer, plan_calls
+from helium_trt.runtime.calls import PlannedCalls, PromptTokenizer, llm_of, plan_calls
+from helium_trt.runtime.models import EnginesOrModels, ServedModel, as_models, bind_models
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.single_flight import SingleFlight
@@ -34,36 +35,76 @@ class RuntimeCaches:
 
 
 @dataclass(frozen=True, slots=True)
+class ModelRun:
+    """One served model's share of a run: its LLM calls, rendered with its own chat format and
+    tokenized with its own tokenizer, scheduled and placed on its own workers only."""
+
+    name: str
+    engines: tuple[Engine, ...]
+    chat_format: ChatFormat
+    tokenizer: PromptTokenizer
+    calls: PlannedCalls
+    schedule: Schedule
+
+
+@dataclass(frozen=True, slots=True)
 class PreparedRun:
+    """A planned run. ``calls`` holds every model's calls; ``schedule``, ``chat_format`` and
+    ``tokenizer`` are the default model's (what a one-model run has), ``models`` each model's
+    share (the default's always, others' when the plan calls them)."""
+
     optimized: OptimizeResult
     calls: PlannedCalls
     schedule: Schedule
     chat_format: ChatFormat
     tokenizer: PromptTokenizer
     planning_ms: float
+    models: dict[str, ModelRun] = field(default_factory=dict)
 
 
 def chat_format_of(engine: Engine) -> ChatFormat:
     return getattr(engine.tokenizer, "chat_format", None) or CHATML
 
 
-def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
+def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
                 options: RunOptions, caches: RuntimeCaches,
                 with_estimate: bool = False) -> PreparedRun:
     """Optimize (validating rows), tokenize what plan time knows, and schedule every call.
 
-    The schedule's cost estimate is left out unless ``with_estimate`` (a run never reads it).
+    ``engines`` is one model's workers, or a ModelSet: each LLM operator's model is resolved
+    first (ModelNotFoundError naming the operator and field 'model' for an unknown one), and
+    each model's calls are planned and scheduled on its own workers. The schedule's cost
+    estimate is left out unless ``with_estimate`` (a run never reads it).
     """
     start = time.perf_counter()
-    fmt = chat_format_of(engines[0])
+    models = as_models(engines)
+    plan = bind_models(plan, models)
+    default = models[models.default]
+    fmt = chat_format_of(default.engines[0])
+    # NOTE: the optimizer's plan-time result-cache lookup renders with the default model's chat
+    # format: another model's prompt may then miss there (never hit wrongly: keys hold the
+    # model); the runtime looks it up again, rendered as that model sees it.
     ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
                           prompt_cache=caches.prompt_cache if options.prompt_cache else None)
     optimized = optimize(Plan(plan.ops, plan.name, tuple(rows)), ctx=ctx,
                          disabled=options.disabled_rules)
     if options.max_calls is not None:
         check_num_calls(optimized.plan, rows, options.max_calls)
+    used = {llm.model for op in optimized.plan.ops if (llm := llm_of(op)) is not None}
+    runs = {name: _model_run(models[name], optimized.plan, rows, options, caches, with_estimate)
+            for name in models.names if name == models.default or name in used}
+    first = runs[models.default]
+    calls = first.calls if len(runs) == 1 else _merge_calls([r.calls for r in runs.values()])
+    return PreparedRun(optimized, calls, first.schedule, first.chat_format, first.tokenizer,
+                       (time.perf_counter() - start) * 1000.0, runs)
+
+
+def _model_run(model: ServedModel, plan: Plan, rows: Sequence[dict], options: RunOptions,
+               caches: RuntimeCaches, with_estimate: bool) -> ModelRun:
+    engines = model.engines
+    fmt = chat_format_of(engines[0])
     tok = PromptTokenizer(engines[0].tokenizer, options.max_prompt_bytes)
-    calls = plan_calls(optimized.plan, rows, fmt, tok, caches.output_lengths)
+    calls = plan_calls(plan, rows, fmt, tok, caches.output_lengths, model=model.name)
     config = SchedulerConfig(
         num_workers=len(engines), batch_capacity=max(1, options.max_inflight),
         block_size=engines[0].info.block_size,
@@ -76,8 +117,16 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: Sequence[Engine],
         check_prompt_tokens(calls, options.max_prompt_tokens)
     resident = [_resident_prefixes(engine, calls, options) for engine in engines]
     schedule = build_schedule(calls.specs, config, resident, with_estimate, calls.packed)
-    return PreparedRun(optimized, calls, schedule, fmt, tok,
-                       (time.perf_counter() - start) * 1000.0)
+    return ModelRun(model.name, engines, fmt, tok, calls, schedule)
+
+
+def _merge_calls(parts: list[PlannedCalls]) -> PlannedCalls:
+    """Every model's calls in one (call ids are unique across models: one operator, one
+    model)."""
+    return PlannedCalls({k: v for p in parts for k, v in p.specs.items()},
+                        {k: v for p in parts for k, v in p.templates.items()},
+                        {k: v for p in parts for k, v in p.packed.items()},
+                        frozenset().union(*(p.chat for p in parts)))
 
 
 def check_num_calls(plan: Plan, rows: Sequence[dict], limit: int) -> None:

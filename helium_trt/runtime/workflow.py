@@ -31,6 +31,7 @@ from helium_trt.runtime.events import (
     Event, OpFinished, OpStarted, RowOutput, RunError, TokenDelta,
 )
 from helium_trt.runtime.generation import resolve_config, sample_configs
+from helium_trt.runtime.models import ModelSet
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.planning import PreparedRun, RuntimeCaches, prepare_run, prompt_over_limit
 from helium_trt.runtime.stats import StatsAccumulator
@@ -52,14 +53,17 @@ class ToolError(HeliumError):
 ToolCallback = Callable[[ToolCall], Awaitable[str]]
 
 
-async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[dict] | None = None,
-                       options: RunOptions = RunOptions(), caches: RuntimeCaches | None = None,
+async def run_workflow(plan: Plan, engines: Sequence[Engine] | ModelSet, *,
+                       rows: Sequence[dict] | None = None, options: RunOptions = RunOptions(),
+                       caches: RuntimeCaches | None = None,
                        tools: ToolCallback | None = None,
                        run_id: str | None = None) -> AsyncIterator[Event]:
     """Plan, optimize, schedule and run ``plan`` over ``rows`` (default: ``plan.rows``).
 
-    ``run_id`` (default: a fresh uuid) must be unique among the runs sharing ``engines``: every
-    engine request id and tool call id of the run ends with it.
+    ``engines`` are one model's workers, or a ModelSet: each LLM operator runs on the model its
+    ``model`` names (empty: the default), and an unknown name raises ModelNotFoundError before
+    any event. ``run_id`` (default: a fresh uuid) must be unique among the runs sharing
+    ``engines``: every engine request id and tool call id of the run ends with it.
 
     Yields OpStarted / TokenDelta (with ``options.stream_tokens``) / OpFinished / RowOutput /
     RunError per row, and RunStats last. Raises InvalidWorkflowError before any event when the
@@ -75,8 +79,10 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine], *, rows: Sequence[
                              num_ops_before=len(plan.ops), num_ops_after=len(prepared.optimized.plan))
     queue: asyncio.Queue = asyncio.Queue()
     run_id = run_id or uuid.uuid4().hex[:12]
-    run = _Run(prepared, Dispatcher(engines, prepared.schedule, options, stats, run_id, caches),
-               options, caches, stats, queue.put_nowait, tools, run_id)
+    # One dispatcher per model: a call is only ever placed on a worker of its own model.
+    dispatchers = {name: Dispatcher(m.engines, m.schedule, options, stats, run_id, caches)
+                   for name, m in prepared.models.items()}
+    run = _Run(prepared, dispatchers, options, caches, stats, queue.put_nowait, tools, run_id)
     row_tasks = [asyncio.ensure_future(_RowRun(run, i, row).execute()) for i, row in enumerate(rows)]
     done = asyncio.ensure_future(asyncio.gather(*row_tasks))
     done.add_done_callback(lambda gathered: _retrieve(gathered) or queue.put_nowait(None))
@@ -101,7 +107,7 @@ def _retrieve(future: asyncio.Future) -> None:
 @dataclass
 class _Run:
     prepared: PreparedRun
-    dispatcher: Dispatcher
+    dispatchers: dict[str, Dispatcher]  # by model name
     options: RunOptions
     caches: RuntimeCaches
     stats: StatsAccumulator
@@ -269,21 +275,22 @@ class _RowRun:
     async def _one_call(self, op_id: str, llm: LlmOp, values: dict, prompt_value, item: int):
         """(output value, prompt tokens, cached tokens, output tokens, from result cache)."""
         run = self.ctx
-        marked = render_prompt(run.prepared.calls, op_id, values, prompt_value,
-                               run.prepared.chat_format)
+        model = run.prepared.models[llm.model]  # its own chat format, tokenizer and workers
+        marked = render_prompt(model.calls, op_id, values, prompt_value, model.chat_format)
         text = unmark(marked)
         use_cache = run.options.prompt_cache and llm.config.is_deterministic
         found = run.caches.prompt_cache.lookup(llm.model, text, llm.config) if use_cache else None
         if found is not None:
             run.stats.num_result_cache_hits += 1
             return _with_history(llm, prompt_value, found), 0, 0, 0, True
-        prompt = await _encode_prompt(run.prepared.tokenizer, marked)
+        prompt = await _encode_prompt(model.tokenizer, marked)
         limit = run.options.max_prompt_tokens
         if limit is not None and len(prompt) > limit:
             raise ResourceExhaustedError(prompt_over_limit(len(prompt), limit))
         on_text = (lambda delta: run.emit(TokenDelta(op_id, self.row, delta, item))) \
             if run.options.stream_tokens else None
-        outcome = await run.dispatcher.call(call_id(op_id, self.row), item, llm, prompt, on_text)
+        outcome = await run.dispatchers[llm.model].call(call_id(op_id, self.row), item, llm,
+                                                        prompt, on_text)
         run.caches.output_lengths.observe(op_id, outcome.num_output_tokens)
         if use_cache:
             run.caches.prompt_cache.store(llm.model, text, llm.config, outcome.text)

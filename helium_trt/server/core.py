@@ -32,6 +32,7 @@ from helium_trt.plan.ops import LlmOp
 from helium_trt.plan.prompt import llm_prompt_template
 from helium_trt.runtime.calls import PromptTokenizer
 from helium_trt.runtime.events import RunError, RunStats
+from helium_trt.runtime.models import ModelSet, as_models, bind_models
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
 from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
@@ -111,11 +112,13 @@ class HeliumCore:
     the public prefixes. ``caches`` are the default tenant's.
     """
 
-    def __init__(self, engines: Sequence[Engine], caches: RuntimeCaches | None = None,
+    def __init__(self, engines: Sequence[Engine] | ModelSet, caches: RuntimeCaches | None = None,
                  limits: ServerLimits = ServerLimits()):
         if not engines:
             raise ValueError("HeliumCore needs at least one engine")
-        self.engines = list(engines)
+        # The served models by name (a plain engine list: one model); ``engines`` all workers.
+        self.models = as_models(engines)
+        self.engines = self.models.engines
         self.limits = limits
         self.caches = caches if caches is not None else RuntimeCaches()
         self.tenants = TenantStates(self.caches)
@@ -171,7 +174,7 @@ class HeliumCore:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + options.deadline_ms / 1000.0 if options.deadline_ms else None
         state.admit_run(options.priority)
-        events = run_workflow(plan, self.engines, rows=rows, options=options, caches=state.caches,
+        events = run_workflow(plan, self.models, rows=rows, options=options, caches=state.caches,
                               tools=_adapt_tools(tools),
                               run_id=f"{self._run_tag}-{next(self._run_ids)}")
         try:
@@ -213,7 +216,7 @@ class HeliumCore:
         fmt = chat_format_of(self.engines[0])
         prepared = None
         if rows:  # the run's own planning, once: its optimize already consulted the result cache
-            prepared = prepare_run(plan, rows, self.engines, options, caches,
+            prepared = prepare_run(plan, rows, self.models, options, caches,
                                    with_estimate=True)
             ex = Explanation(prepared.optimized, build_trt(prepared.optimized.plan, fmt),
                              prepared.planning_ms, fmt.source)
@@ -221,7 +224,7 @@ class HeliumCore:
             ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
                                   prompt_cache=caches.prompt_cache
                                   if options.prompt_cache else None)
-            ex = explain(plan, disabled=options.disabled_rules, ctx=ctx)
+            ex = explain(bind_models(plan, self.models), disabled=options.disabled_rules, ctx=ctx)
         tok = PromptTokenizer(self.engines[0].tokenizer)
         body = to_json(ex)
         for entry in body["shared_prefixes"]:
@@ -275,15 +278,15 @@ class HeliumCore:
         if not workflow.ops:
             raise InvalidWorkflowError("the workflow has no operators", field="workflow.ops")
         prefixes = await asyncio.to_thread(self._static_prefixes, workflow)
-        for tokens in prefixes:
+        for _, tokens in prefixes:
             self.public_prefixes.add(tokens)
         return await self._warm_prefixes(prefixes, KEEP_WARM_PRIORITY, None)
 
-    async def _warm_prefixes(self, prefixes: list[tuple[int, ...]], priority: int,
+    async def _warm_prefixes(self, prefixes: list[tuple[str, tuple[int, ...]]], priority: int,
                              cache_salt: str | None) -> service_pb2.WarmResponse:
         computed = cached = 0
-        for engine in self.engines:
-            for tokens in prefixes:
+        for model, tokens in prefixes:  # each on every worker of its own model
+            for engine in self.models[model].engines:
                 scope = {} if cache_salt is None else {
                     "cache_salt": cache_salt,
                     "num_public_tokens": self.public_prefixes.num_public_tokens(tokens)}
@@ -320,20 +323,23 @@ class HeliumCore:
             kv_blocks_held=sum(e.info.num_blocks - e.num_free_blocks() for e in self.engines),
             kv_blocks_total=sum(e.info.num_blocks for e in self.engines))
 
-    def _static_prefixes(self, workflow) -> list[tuple[int, ...]]:
-        plan = optimize(plan_from_proto(workflow, ()), ctx=OptimizeContext(patterns=RE2)).plan
-        fmt = chat_format_of(self.engines[0])
-        tok = PromptTokenizer(self.engines[0].tokenizer)
-        block = self.engines[0].info.block_size
-        found: dict[tuple[int, ...], None] = {}
-        for op in plan.ops:
-            if not isinstance(op, LlmOp):
-                continue
-            template = llm_prompt_template(plan, op, fmt)
-            literal = template[0] if template and isinstance(template[0], str) else ""
-            tokens = tok.stable_prefix(literal)  # a token prefix of every prompt it starts
-            if len(tokens) >= block:  # NOTE: less than a block cannot be cached
-                found[tokens] = None
+    def _static_prefixes(self, workflow) -> list[tuple[str, tuple[int, ...]]]:
+        """(model, tokens) of every LLM operator's static prefix, rendered and tokenized as
+        its own model sees it (ModelNotFoundError for an operator naming no served model)."""
+        plan = bind_models(plan_from_proto(workflow, ()), self.models)
+        plan = optimize(plan, ctx=OptimizeContext(patterns=RE2)).plan
+        found: dict[tuple[str, tuple[int, ...]], None] = {}
+        for name in dict.fromkeys(op.model for op in plan.ops if isinstance(op, LlmOp)):
+            engine = self.models[name].engines[0]
+            fmt, tok = chat_format_of(engine), PromptTokenizer(engine.tokenizer)
+            for op in plan.ops:
+                if not isinstance(op, LlmOp) or op.model != name:
+                    continue
+                template = llm_prompt_template(plan, op, fmt)
+                literal = template[0] if template and isinstance(template[0], str) else ""
+                tokens = tok.stable_prefix(literal)  # a token prefix of every prompt it starts
+                if len(tokens) >= engine.info.block_size:  # NOTE: less cannot be cached
+                    found[(name, tokens)] = None
         return list(found)
 
     async def close(self) -> None:
