@@ -37,8 +37,10 @@ def register(subparsers) -> None:
     p.add_argument("file", help="workflow file (YAML/JSON RunRequest or Workflow)")
     p.add_argument("--rows", help="rows file (YAML/JSON list, or .jsonl); replaces the file's rows")
     p.add_argument("--stats-json", metavar="PATH", help="write the run statistics as JSON")
-    p.add_argument("--model", metavar="DIR", help="model directory (default: $HELIUM_MODEL_DIR "
-                   "or ./models/SmolLM2-135M-Instruct)")
+    p.add_argument("--model", action="append", metavar="[NAME=]DIR",
+                   help="[NAME=]DIR: a model directory, by name (repeatable; the first is the "
+                   "default, used by LLM operators with no model; a bare DIR is named after the "
+                   "directory; default: $HELIUM_MODEL_DIR or ./models/SmolLM2-135M-Instruct)")
     p.add_argument("--naive", action="store_true",
                    help="every optimization off, one call at a time (the baseline)")
     p.add_argument("--max-inflight", type=int, default=16, help="LLM calls in flight (default 16)")
@@ -96,25 +98,33 @@ def _apply_flags(options, args):
 
 
 def _open_engine(args: argparse.Namespace):
-    from helium_trt.engine.config import EngineConfig, require_model_dir
+    """One embedded engine per --model, by name (the first is the default)."""
+    from helium_trt.engine.config import EngineConfig
     from helium_trt.engine.embedded import EmbeddedEngine
+    from helium_trt.runtime.models import ModelSet, ServedModel
+    from helium_trt.server.commands.model_flags import parse_models
 
-    engine = EmbeddedEngine(EngineConfig(model_dir=str(require_model_dir(args.model)),
-                                         **engine_runtime(args)))
-    print(f"helium-trt run: {describe(engine)}", file=sys.stderr, flush=True)
-    return engine
+    served = []
+    for flag in parse_models(args.model):
+        engine = EmbeddedEngine(EngineConfig(model_dir=str(flag.model_dir),
+                                             **engine_runtime(args)))
+        served.append(ServedModel(flag.name, (engine,)))
+        print(f"helium-trt run: model {flag.name!r}: {describe(engine)}", file=sys.stderr,
+              flush=True)
+    return ModelSet(served)
 
 
-async def _local_events(plan, rows, options, engine, tools=None):
+async def _local_events(plan, rows, options, models, tools=None):
     from helium_trt.runtime.workflow import run_workflow
 
     callback = as_tool_callback(tools) if tools is not None else None
     try:
-        async for event in run_workflow(plan, [engine], rows=rows, options=options,
+        async for event in run_workflow(plan, models, rows=rows, options=options,
                                         tools=callback):
             yield event
     finally:
-        await engine.close()
+        for engine in models.engines:
+            await engine.close()
 
 
 async def _remote_events(address: str, request, rows, options, tools=None):

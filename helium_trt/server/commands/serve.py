@@ -2,7 +2,9 @@
 CPU engine, or on Triton endpoints serving the tensorrt_llm tensor contract (`--engine triton
 --url HOST:PORT`, repeatable: each URL is one worker for the scheduler's placement), or on
 OpenAI-compatible completions servers such as vLLM (`--engine openai --url HOST:PORT`,
-repeatable likewise)."""
+repeatable likewise). Several models may be served at once, routed by name: `--model NAME=DIR`
+(repeatable, the first is the default) and `--url NAME=HOST:PORT` / `--triton-model NAME=MODEL`;
+an LLM operator's `model` picks one (see docs/models.md)."""
 
 from __future__ import annotations
 
@@ -13,7 +15,11 @@ import sys
 from pathlib import Path
 
 from helium_trt.errors import HeliumError
+from helium_trt.runtime.models import ModelSet, ServedModel
 from helium_trt.server.commands.engine_flags import add_engine_flags, describe, engine_runtime
+from helium_trt.server.commands.model_flags import (
+    MODEL_HELP, ModelFlag, parse_models, triton_models, urls_by_model,
+)
 from helium_trt.server.commands.observe_flags import Observability, add_observe_flags
 from helium_trt.server.commands.security_flags import (
     add_security_flags, open_security, publish_workflows,
@@ -28,16 +34,16 @@ def register(subparsers) -> None:
     p.add_argument("--engine", choices=("embedded", "triton", "openai"), default="embedded",
                    help="embedded CPU engine (default), Triton tensorrt_llm endpoints, or "
                    "OpenAI-compatible completions servers (vLLM ...), streamed")
-    p.add_argument("--model", metavar="DIR", help="model directory: weights for the embedded "
-                   "engine, tokenizer for Triton and OpenAI servers (default: $HELIUM_MODEL_DIR or "
-                   "./models/SmolLM2-135M-Instruct)")
+    p.add_argument("--model", action="append", metavar="[NAME=]DIR", help=MODEL_HELP)
     p.add_argument("--workers", type=int, default=1,
-                   help="embedded engines sharing one copy of the weights (default 1)")
-    p.add_argument("--url", action="append", default=[], metavar="HOST:PORT",
+                   help="embedded engines per model, sharing one copy of its weights (default 1)")
+    p.add_argument("--url", action="append", default=[], metavar="[NAME=]HOST:PORT",
                    help="Triton gRPC endpoint with --engine triton, or OpenAI-compatible server "
-                   "with --engine openai (repeatable: each is one worker)")
-    p.add_argument("--triton-model", default="tensorrt_llm",
-                   help="Triton model name (default tensorrt_llm)")
+                   "with --engine openai (repeatable: each is one worker of model NAME, or of "
+                   "the default model without NAME=)")
+    p.add_argument("--triton-model", action="append", metavar="[NAME=]MODEL",
+                   help="Triton model that model NAME's endpoints serve (repeatable; without "
+                   "NAME=: every model's without its own; default tensorrt_llm)")
     p.add_argument("--engine-timeout", type=float, default=60.0, metavar="SECONDS",
                    help="with --engine triton or openai: fail an LLM call (and cancel it on the "
                    "server) once the server has sent nothing for this long, first token included "
@@ -88,40 +94,49 @@ def run(args: argparse.Namespace) -> int:
         return 0
 
 
-async def open_engines(args: argparse.Namespace) -> list:
-    """The engines ``args`` ask for: embedded workers sharing one copy of the weights, or one
-    TritonEngine per --url."""
-    from helium_trt.engine.config import require_model_dir
+async def open_engines(args: argparse.Namespace, wrap=lambda engines: engines) -> ModelSet:
+    """The models ``args`` ask for, by name (the first --model is the default): each with its
+    embedded workers sharing one copy of its weights, or one TritonEngine / OpenAI engine per
+    --url of it. ``wrap`` is applied to each model's engine list (metrics)."""
     from helium_trt.errors import InvalidWorkflowError
 
-    model_dir = require_model_dir(args.model)
+    models = parse_models(args.model)
     if args.engine_timeout < 0:
         raise InvalidWorkflowError("must be 0 (no timeout) or more seconds",
                                    field="--engine-timeout")
+    if args.engine == "embedded":
+        return ModelSet([ServedModel(m.name, tuple(wrap(_embedded(args, m)))) for m in models])
+    urls = urls_by_model(args.url, models, args.engine)
+    served = []
     if args.engine == "openai":
         from helium_trt.engine.openai import connect_endpoints
 
-        if not args.url:
-            raise InvalidWorkflowError("--engine openai needs at least one --url HOST:PORT",
-                                       field="--url")
-        return await connect_endpoints(args.url, model_dir, args.engine_timeout or None)
-    if args.engine == "triton":
-        from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
+        for m in models:
+            engines = await connect_endpoints(urls[m.name], m.model_dir,
+                                              args.engine_timeout or None)
+            served.append(ServedModel(m.name, tuple(wrap(engines))))
+        return ModelSet(served)
+    from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
 
-        if not args.url:
-            raise InvalidWorkflowError("--engine triton needs at least one --url HOST:PORT",
-                                       field="--url")
-        return [await TritonEngine.connect(TritonEngineConfig(
-            url=u, tokenizer_dir=str(model_dir), model_name=args.triton_model,
-            idle_timeout_s=args.engine_timeout or None)) for u in args.url]
+    triton_names = triton_models(args.triton_model, models)
+    for m in models:
+        engines = [await TritonEngine.connect(TritonEngineConfig(
+            url=u, tokenizer_dir=str(m.model_dir), model_name=triton_names[m.name],
+            idle_timeout_s=args.engine_timeout or None)) for u in urls[m.name]]
+        served.append(ServedModel(m.name, tuple(wrap(engines))))
+    return ModelSet(served)
+
+
+def _embedded(args: argparse.Namespace, model: ModelFlag) -> list:
     from helium_trt.engine.config import EngineConfig
     from helium_trt.engine.embedded import EmbeddedEngine
 
-    config = EngineConfig(model_dir=str(model_dir), kv_cache_mb=args.kv_cache_mb,
+    config = EngineConfig(model_dir=str(model.model_dir), kv_cache_mb=args.kv_cache_mb,
                           num_blocks=args.kv_cache_blocks,
                           **engine_runtime(args))
     first = EmbeddedEngine(config)
-    print(f"helium-trt serve: {describe(first)} per worker", file=sys.stderr, flush=True)
+    print(f"helium-trt serve: model {model.name!r} ({model.model_dir}): {describe(first)} per "
+          "worker", file=sys.stderr, flush=True)
     return [first] + [EmbeddedEngine(config, model=first.model) for _ in range(args.workers - 1)]
 
 
@@ -138,7 +153,7 @@ async def _serve(args: argparse.Namespace) -> int:
                           tool_call_timeout_s=args.tool_call_timeout or None)
     tls, tokens = open_security(args)
     observe = Observability(args)
-    core = HeliumCore(observe.wrap(await open_engines(args)), limits=limits)
+    core = HeliumCore(await open_engines(args, observe.wrap), limits=limits)
     observe.attach(core)
     await publish_workflows(core, args.public_workflow)
     stop = asyncio.Event()
@@ -153,7 +168,8 @@ async def _serve(args: argparse.Namespace) -> int:
                                       give_up, tls=tls, tokens=tokens)
     host = args.address.rsplit(":", 1)[0]
     print(f"helium-trt: serving helium.v1.HeliumService on {host}:{port} "
-          f"({args.engine} engine, {len(core.engines)} worker(s), "
+          f"({args.engine} engine, {len(core.engines)} worker(s), models "
+          f"{', '.join(core.models.names)} (default {core.models.default}), "
           f"{'TLS' if tls else 'plaintext'}{', mutual TLS' if tls and tls.client_ca else ''}, "
           f"{'bearer tokens' if tokens else 'no auth'})", file=sys.stderr, flush=True)
     if args.port_file:
