@@ -41,8 +41,9 @@ def resolve_dtype(requested: str | None) -> str:
     """``requested`` if given, else bfloat16 where the CPU has native bf16, else float32.
 
     NOTE: bf16 is the default because a whole run measured 1.3-3.3x faster than float32 on
-    this machine (README, "Measured here"); its outputs are not bit-identical to float32 and
-    depend on how requests are batched, so anything compared token for token runs with float32.
+    this machine (benchmarks/results/runtime_defaults.md); its outputs are not bit-identical
+    to float32 and depend on how requests are batched, so anything compared token for token
+    runs with float32.
     """
     if requested is not None:
         if requested not in DTYPES:
@@ -59,8 +60,8 @@ def resolve_num_threads(requested: int | None) -> int:
     NOTE: not torch's default (one thread per core): on this 2-core machine shared with other
     processes, 2 threads made a run 2.0-10.7x slower than 1 (an OpenMP team waits at every
     barrier for a thread the OS has descheduled, and helium's own event loop is one more
-    runnable thread); see README, "Measured here". A machine of one's own may do better with
-    ``--threads`` = its cores divided by the workers (not measured here).
+    runnable thread; benchmarks/results/runtime_defaults.md). A machine of one's own may do
+    better with ``--threads`` = its cores divided by the workers (not measured here).
     """
     if requested is not None:
         if requested < 1:
