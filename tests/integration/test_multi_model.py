@@ -233,3 +233,31 @@ def test_run_command_serves_two_models_in_process(models, tmp_path, capsys):
     assert json.loads(stats.read_text())["num_llm_calls"] == 8  # a route and an answer a row
     err = capsys.readouterr().err
     assert "model 'answer'" in err and "model 'router'" in err
+
+
+def test_one_prompt_on_both_models_is_two_calls_and_two_cache_entries(server, expected):
+    """The same prompt on each model: not merged, not shared in flight, and each answered from
+    the result cache with its own model's output on the next run."""
+    _, stub, _ = server
+    request = _example()
+    ops = {op.id: op for op in request.workflow.ops}
+    twin = request.workflow.ops.add(id="route_twin")
+    twin.llm.CopyFrom(ops["route"].llm)
+    twin.llm.model = "answer"
+    out = request.workflow.ops.add(id="twin_out")
+    out.output.input, out.output.name = "route_twin", "twin"
+    runs = []
+    for _ in range(2):
+        events = list(stub.Run(request, timeout=120))
+        assert not [e for e in events if e.HasField("error")]
+        runs.append(events)
+    first, second = ({e.row_output.row: dict(e.row_output.outputs) for e in events
+                      if e.HasField("row_output")} for events in runs)
+    assert first == second
+    want_outputs, _ = expected
+    assert {i: o["route"] for i, o in first.items()} == \
+        {i: o["route"] for i, o in want_outputs.items()}
+    assert any(o["twin"] != o["route"] for o in first.values())  # the other model's output
+    cached = [e.op_finished.from_result_cache for e in runs[1] if e.HasField("op_finished")
+              and e.op_finished.op_id in ("route", "route_twin")]
+    assert cached and all(cached)
