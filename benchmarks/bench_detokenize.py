@@ -57,7 +57,8 @@ def main() -> None:
     print("|---:|---:|---:|---:|")
     for length in args.lengths:
         ids = _output_ids(tokenizer, length)
-        whole = statistics.median(_us_per_token(_WholeDecode(tokenizer), ids, 64) for _ in range(args.repeat))
+        whole = statistics.median(_us_per_token(_WholeDecode(tokenizer), ids, 64)
+                                  for _ in range(args.repeat))
         streamed = statistics.median(_us_per_token(tokenizer, ids, 64) for _ in range(args.repeat))
         print(f"| {length} | {whole:.1f} | {streamed:.1f} | {whole / streamed:.1f}x |")
 

@@ -38,7 +38,8 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=2)
     args = parser.parse_args()
     print(f"model: {args.model}")
-    print("| dtype | RSS before load (MB) | peak RSS (MB) | anon after (MB) | file-backed after (MB) | load s |")
+    print("| dtype | RSS before load (MB) | peak RSS (MB) | anon after (MB) "
+          "| file-backed after (MB) | load s |")
     print("|---|---:|---:|---:|---:|---:|")
     for _ in range(args.repeat):
         for dtype in ("float32", "bfloat16"):

@@ -34,7 +34,8 @@ def has_native_bf16(flags: frozenset[str] | None = None) -> bool:
         return False
     import torch
 
-    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return bool(torch.backends.mkldnn.is_available()
+                and torch.ops.mkldnn._is_mkldnn_bf16_supported())
 
 
 def resolve_dtype(requested: str | None) -> str:

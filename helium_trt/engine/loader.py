@@ -72,7 +72,8 @@ class _WeightReader:
                 found = tuple(handle.get_slice(name).get_shape())
                 tensor = handle.get_tensor(name) if found == shape else None
         except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
-            raise MalformedModelError(f"{self.where}: weight {name!r} is unreadable ({exc})") from exc
+            raise MalformedModelError(
+                f"{self.where}: weight {name!r} is unreadable ({exc})") from exc
         if tensor is None:
             raise MalformedModelError(
                 f"{self.where}: weight {name!r} has shape {found}, expected {shape}")

@@ -38,7 +38,8 @@ def test_a_sharded_checkpoint_loads_the_same_weights(tiny_model_dir, tmp_path, r
     names = sorted(tensors)
     target = copy_without_weights(tiny_model_dir, tmp_path)
     for index, part in enumerate((names[::2], names[1::2])):  # a layer's tensors in both shards
-        save_file({n: tensors[n] for n in part}, str(target / f"model-0000{index + 1}-of-00002.safetensors"))
+        shard = target / f"model-0000{index + 1}-of-00002.safetensors"
+        save_file({n: tensors[n] for n in part}, str(shard))
     loaded = weights_of(load_model(target, torch.float32))
     assert loaded.keys() == reference.keys()
     assert all(torch.equal(loaded[k], reference[k]) for k in reference)
@@ -47,7 +48,8 @@ def test_a_sharded_checkpoint_loads_the_same_weights(tiny_model_dir, tmp_path, r
 def test_weights_are_converted_as_they_are_read(tiny_model_dir, tmp_path, reference):
     target = copy_without_weights(tiny_model_dir, tmp_path)
     tensors = load_file(str(tiny_model_dir / "model.safetensors"))
-    save_file({n: t.to(torch.bfloat16) for n, t in tensors.items()}, str(target / "model.safetensors"))
+    save_file({n: t.to(torch.bfloat16) for n, t in tensors.items()},
+              str(target / "model.safetensors"))
     from_bf16_file = weights_of(load_model(target, torch.float32))
     to_bf16 = weights_of(load_model(tiny_model_dir, torch.bfloat16))
     for name, weight in reference.items():
@@ -70,5 +72,6 @@ def test_a_missing_weight_is_named(tiny_model_dir, tmp_path):
     tensors = load_file(str(tiny_model_dir / "model.safetensors"))
     del tensors["model.layers.1.mlp.down_proj.weight"]
     save_file(tensors, str(target / "model.safetensors"))
-    with pytest.raises(MalformedModelError, match="'model.layers.1.mlp.down_proj.weight' is missing"):
+    missing = "'model.layers.1.mlp.down_proj.weight' is missing"
+    with pytest.raises(MalformedModelError, match=missing):
         load_model(target)

@@ -83,7 +83,8 @@ def test_tiny_model_outputs_stream_to_their_whole_decode(embedded_engine):
     prompts.append(tokenizer.encode(MULTI_BYTE))
 
     async def one(index, prompt):
-        request = EngineRequest(f"out-{index}", tuple(prompt), SamplingConfig(max_tokens=48, ignore_eos=True))
+        sampling = SamplingConfig(max_tokens=48, ignore_eos=True)
+        request = EngineRequest(f"out-{index}", tuple(prompt), sampling)
         deltas, result = [], None
         async for item in embedded_engine.generate(request):
             if isinstance(item, TokenDelta):
@@ -134,7 +135,8 @@ def byte_fallback_tokenizer(tmp_path_factory) -> HFTokenizer:
     model = models.BPE(vocab=vocab, merges=[("▁", "t"), ("h", "e")], unk_token="<unk>",
                        byte_fallback=True, fuse_unk=True)
     rust = Tokenizer(model)
-    rust.normalizer = normalizers.Sequence([normalizers.Prepend("▁"), normalizers.Replace(" ", "▁")])
+    rust.normalizer = normalizers.Sequence([normalizers.Prepend("▁"),
+                                            normalizers.Replace(" ", "▁")])
     rust.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(),
                                       decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     rust.add_special_tokens(["<s>", "</s>"])
