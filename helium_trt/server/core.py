@@ -299,11 +299,18 @@ class HeliumCore:
 
     def health(self) -> EngineHealth:
         """Healthy while every engine is; else each unhealthy engine's reason (with its worker
-        index when there are several)."""
-        healths = [engine.health() for engine in self.engines]
-        prefix = (lambda i: f"worker {i}: ") if len(healths) > 1 else (lambda i: "")
-        reasons = [prefix(i) + (h.reason or "unhealthy") for i, h in enumerate(healths)
-                   if not h.healthy]
+        index when there are several, and its model's name when several are served)."""
+        workers = [(m, i, e) for m in self.models.names
+                   for i, e in enumerate(self.models[m].engines)]
+        several_models = len(self.models) > 1
+
+        def prefix(model: str, i: int) -> str:
+            where = (f"model {model!r} " if several_models else "") + \
+                (f"worker {i}" if len(workers) > 1 else "")
+            return f"{where.strip()}: " if where else ""
+
+        healths = [(prefix(m, i), e.health()) for m, i, e in workers]
+        reasons = [where + (h.reason or "unhealthy") for where, h in healths if not h.healthy]
         return EngineHealth(not reasons, "; ".join(reasons) or None)
 
     def stats(self, tenant: Tenant = DEFAULT_TENANT) -> service_pb2.StatsResponse:

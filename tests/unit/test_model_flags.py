@@ -90,3 +90,18 @@ def test_bind_models_resolves_names_and_refuses_unknown_ones_naming_operator_and
     assert str(info.value).startswith("operator 'step', field 'model': no model "
                                       "'../../etc/passwd' is served here")
     assert as_models([_engine("solo")]).names == ("solo",)
+
+
+def test_health_names_the_model_and_worker_that_is_down():
+    from helium_trt.engine.base import EngineHealth
+    from helium_trt.server.core import HeliumCore
+
+    def engine(healthy: bool):
+        return SimpleNamespace(info=SimpleNamespace(model_name="m"),
+                               health=lambda: EngineHealth(healthy, None if healthy else "down"))
+
+    core = HeliumCore(ModelSet([ServedModel("router", (engine(True),)),
+                                ServedModel("answer", (engine(True), engine(False)))]))
+    assert core.health() == EngineHealth(False, "model 'answer' worker 1: down")
+    assert len(core.engines) == 3
+    assert HeliumCore([engine(True), engine(False)]).health().reason == "worker 1: down"
