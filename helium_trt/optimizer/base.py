@@ -48,6 +48,13 @@ class OptimizeContext:
     chat_format: ChatFormat = CHATML
     prompt_cache: PromptResultCache | None = None
     patterns: PatternMatcher | None = None
+    # Served models whose chat format is not ``chat_format`` (several models, routed by
+    # LlmOp.model): their prompts are rendered with their own format for the cache lookup.
+    model_formats: tuple[tuple[str, ChatFormat], ...] = ()
+
+    def format_for(self, model: str) -> ChatFormat:
+        """The chat format an LLM call on ``model`` is rendered with."""
+        return next((f for name, f in self.model_formats if name == model), self.chat_format)
 
 
 class Rule(Protocol):

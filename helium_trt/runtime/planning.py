@@ -81,11 +81,11 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
     plan = bind_models(plan, models)
     default = models[models.default]
     fmt = chat_format_of(default.engines[0])
-    # NOTE: the optimizer's plan-time result-cache lookup renders with the default model's chat
-    # format: another model's prompt may then miss there (never hit wrongly: keys hold the
-    # model); the runtime looks it up again, rendered as that model sees it.
+    # The plan-time result-cache lookup renders each model's prompts as that model sees them.
+    formats = tuple((m, chat_format_of(models[m].engines[0])) for m in models.names[1:])
     ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
-                          prompt_cache=caches.prompt_cache if options.prompt_cache else None)
+                          prompt_cache=caches.prompt_cache if options.prompt_cache else None,
+                          model_formats=formats)
     optimized = optimize(Plan(plan.ops, plan.name, tuple(rows)), ctx=ctx,
                          disabled=options.disabled_rules)
     if options.max_calls is not None:

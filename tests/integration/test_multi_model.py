@@ -261,3 +261,8 @@ def test_one_prompt_on_both_models_is_two_calls_and_two_cache_entries(server, ex
     cached = [e.op_finished.from_result_cache for e in runs[1] if e.HasField("op_finished")
               and e.op_finished.op_id in ("route", "route_twin")]
     assert cached and all(cached)
+    # Planning finds them too, each model's prompt rendered with its own template: route,
+    # route_twin and the answer operator(s) that ran become cache fetches.
+    explained = stub.Explain(service_pb2.ExplainRequest(request=request), timeout=60)
+    (fetch,) = [r for r in explained.rules if r.rule == "fetch_cached_results"]
+    assert {"route", "route_twin"} <= set(fetch.changed) and len(fetch.changed) >= 3

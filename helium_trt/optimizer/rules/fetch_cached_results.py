@@ -36,7 +36,7 @@ class FetchCachedResults:
         for op in plan.ops:
             if (isinstance(op, LlmOp) and op.config.is_deterministic and not op.return_history
                     and cache.may_hold(op.model, op.config)):
-                hits = _lookup_rows(plan, op, rows, cache, ctx.chat_format)
+                hits = _lookup_rows(plan, op, rows, cache, ctx.format_for(op.model))
                 if hits:
                     fallback = None if len(hits) == len(rows) else op
                     fetched[op.id] = CacheFetchOp(op.id, hits=hits, fallback=fallback)
