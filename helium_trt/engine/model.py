@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from helium_trt.engine import native
 from helium_trt.engine.model_config import ModelConfig
 
 
@@ -35,13 +36,13 @@ class DecodeGroup:
     """Decode tokens ``[start, start + B)`` of the flat batch, one per sequence (a step's decode
     tokens come in several groups of similar context length; see ``ModelRunner``).
 
-    ``context_blocks`` is [B, num_blocks] (padded block tables); ``mask`` is an additive float
-    mask [B, 1, num_blocks * block_size]: 0 where a key exists, -inf past each length.
+    ``context_blocks`` is [B, num_blocks] (block tables, padded with any block id past a
+    sequence's own); ``lengths`` [B] is each sequence's number of keys, its new token's included.
     """
 
     start: int
     context_blocks: torch.Tensor
-    mask: torch.Tensor
+    lengths: torch.Tensor
 
 
 @dataclass(slots=True)
@@ -176,7 +177,7 @@ class LlamaModel:
             scores.view(c.num_kv_heads, group, rows, num_keys)[..., num_keys - rows:].masked_fill_(
                 above_diagonal[:rows, :rows], float("-inf"))
             probs = torch.softmax(scores, dim=-1).to(q.dtype)
-            out[:, :, a:b] = torch.matmul(probs, v[:, :num_keys]).view(c.num_kv_heads, group, rows, c.head_dim)
+            out[:, :, a:b] = torch.matmul(probs, v[:, :num_keys]).view(out[:, :, a:b].shape)
         return out.permute(2, 0, 1, 3).reshape(n, c.num_heads, c.head_dim)
 
     def _above_diagonal(self, device: torch.device) -> torch.Tensor:
@@ -187,21 +188,37 @@ class LlamaModel:
 
     def _decode_attention(self, q: torch.Tensor, group: DecodeGroup, k_cache: torch.Tensor,
                           v_cache: torch.Tensor) -> torch.Tensor:
-        # NOTE: the query heads sharing one KV head become the "query rows" of that head, so
-        # grouped-query attention needs no copy of K/V per query head. Plain matmuls beat SDPA
-        # here: with a handful of query rows its CPU kernels mostly pay setup costs.
         c = self.config
-        num_seqs = group.context_blocks.shape[0]
-        flat = group.context_blocks.view(-1)
-        shape = (c.num_kv_heads, num_seqs, -1, c.head_dim)
-        k = k_cache.index_select(1, flat).view(shape)  # [kv_heads, B, L, dim]
-        v = v_cache.index_select(1, flat).view(shape)
-        group_size = c.num_heads // c.num_kv_heads
-        q = q.view(num_seqs, c.num_kv_heads, group_size, c.head_dim).transpose(0, 1)
-        scores = torch.matmul(q, k.transpose(-1, -2)).float() * c.head_dim ** -0.5
-        probs = torch.softmax(scores + group.mask, dim=-1).to(q.dtype)
-        out = torch.matmul(probs, v)  # [kv_heads, B, group, dim]
-        return out.transpose(0, 1).reshape(num_seqs, c.num_heads, c.head_dim)
+        scale = c.head_dim ** -0.5
+        if q.device.type == "cpu" and torch.get_num_threads() == 1:
+            kernel = native.paged_decode()
+            if kernel is not None and kernel.supports(q.dtype):
+                return kernel(q, k_cache, v_cache, group.context_blocks, group.lengths, scale)
+        return _decode_attention_by_gather(q, group.context_blocks, group.lengths, k_cache, v_cache,
+                                           c.num_kv_heads, scale)
+
+
+def _decode_attention_by_gather(q: torch.Tensor, tables: torch.Tensor, lengths: torch.Tensor,
+                                k_cache: torch.Tensor, v_cache: torch.Tensor, num_kv_heads: int,
+                                scale: float) -> torch.Tensor:
+    """Decode attention with torch's kernels: every sequence's blocks gathered into a padded
+    copy, keys past each length masked.
+
+    NOTE: the query heads sharing one KV head become the "query rows" of that head, so
+    grouped-query attention needs no copy of K/V per query head. Plain matmuls beat SDPA
+    here: with a handful of query rows its CPU kernels mostly pay setup costs.
+    """
+    num_seqs, num_heads, dim = q.shape
+    shape = (num_kv_heads, num_seqs, -1, dim)
+    k = k_cache.index_select(1, tables.reshape(-1)).view(shape)  # [kv_heads, B, L, dim]
+    v = v_cache.index_select(1, tables.reshape(-1)).view(shape)
+    q = q.reshape(num_seqs, num_kv_heads, num_heads // num_kv_heads, dim).transpose(0, 1)
+    scores = torch.matmul(q, k.transpose(-1, -2)).float() * scale
+    keys = torch.arange(k.shape[2], device=q.device)
+    scores.masked_fill_(keys >= lengths.view(num_seqs, 1, 1), float("-inf"))
+    probs = torch.softmax(scores, dim=-1).to(q.dtype)
+    out = torch.matmul(probs, v)  # [kv_heads, B, group, dim]
+    return out.transpose(0, 1).reshape(num_seqs, num_heads, dim)
 
 
 def _sdpa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: int) -> torch.Tensor:
@@ -209,7 +226,8 @@ def _sdpa_prefill(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, first: int)
     n = q.shape[0]
     mask = None
     if first > 0:  # the chunk's queries see the whole cached prefix: causal from the bottom right
-        mask = torch.arange(first + n, device=q.device) <= torch.arange(first, first + n, device=q.device).unsqueeze(1)
+        positions = torch.arange(first + n, device=q.device)
+        mask = positions <= positions[first:].unsqueeze(1)
     out = F.scaled_dot_product_attention(q.transpose(0, 1).unsqueeze(0), k.unsqueeze(0), v.unsqueeze(0),
                                          attn_mask=mask, is_causal=first == 0, enable_gqa=True)
     return out[0].transpose(0, 1)

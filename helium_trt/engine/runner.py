@@ -109,14 +109,13 @@ class ModelRunner:
         bs = self.block_size
         lengths = [len(seq.token_ids) for seq in seqs]
         num_blocks = -(-max(lengths) // bs)
-        # Padding points at block 0: its keys are masked out, so any block would do.
+        # Padding points at block 0: keys past a sequence's length are never attended to.
         table = torch.tensor([seq.block_table[:num_blocks] + [0] * (num_blocks - min(num_blocks, len(seq.block_table)))
                               for seq in seqs])
-        positions = torch.tensor(lengths) - 1
+        lengths_t = torch.tensor(lengths)
+        positions = lengths_t - 1
         new_slots = table.gather(1, (positions // bs).unsqueeze(1)).view(-1) * bs + positions % bs
-        mask = torch.zeros(len(seqs), num_blocks * bs)
-        mask.masked_fill_(torch.arange(num_blocks * bs).unsqueeze(0) > positions.unsqueeze(1), float("-inf"))
-        return DecodeGroup(start, table, mask.view(len(seqs), 1, -1)), new_slots
+        return DecodeGroup(start, table, lengths_t), new_slots
 
 
 def _decode_groups(seqs: list[Sequence], block_size: int) -> list[list[Sequence]]:

@@ -69,8 +69,25 @@ def test_blocked_prefill_over_several_query_blocks_matches_transformers(tiny_mod
     torch.testing.assert_close(torch.cat(logits), _hf_logits(hf_model, ids), atol=1e-4, rtol=1e-4)
 
 
-def test_batched_decode_logits_match_transformers(tiny_model_dir, hf_model, prompts):
-    """Two sequences of different lengths decode in one step through a padded, masked batch."""
+@pytest.fixture(params=["native", "torch"])
+def decode_path(request, monkeypatch):
+    """Decode attention by the native paged kernel (used while torch runs one thread), or by
+    torch's gather path (the kernel switched off)."""
+    from helium_trt.engine import native
+
+    threads = torch.get_num_threads()
+    if request.param == "native":
+        if native.paged_decode() is None:
+            pytest.skip("no C compiler: the native kernel is unavailable")
+        torch.set_num_threads(1)
+    else:
+        monkeypatch.setenv(native.DISABLE_ENV, "0")
+    yield request.param
+    torch.set_num_threads(threads)
+
+
+def test_batched_decode_logits_match_transformers(tiny_model_dir, hf_model, prompts, decode_path):
+    """Two sequences of different lengths decode in one step, one block table padded."""
     model = load_model(tiny_model_dir)
     kv = model.allocate_kv_cache(8, BS)
     a, b = prompts
@@ -82,19 +99,15 @@ def test_batched_decode_logits_match_transformers(tiny_model_dir, hf_model, prom
         for ids, slots, blocks in ((a[:-1], slots_a[:-1], blocks_a), (b[:-1], slots_b[:-1], blocks_b[:1])):
             batch = AttentionBatch(slots, [PrefillSegment(0, len(ids), blocks, len(ids))], [])
             model.forward(torch.tensor(ids), torch.arange(len(ids)), batch, kv)
-        width = 4 * BS
-        mask = torch.zeros(2, width)
-        mask[0, len(a):] = float("-inf")
-        mask[1, len(b):] = float("-inf")
         batch = AttentionBatch(torch.stack([slots_a[-1], slots_b[-1]]), [],
-                               [DecodeGroup(0, torch.stack([blocks_a, blocks_b]), mask.view(2, 1, width))])
+                               [DecodeGroup(0, torch.stack([blocks_a, blocks_b]), torch.tensor([len(a), len(b)]))])
         hidden = model.forward(torch.tensor([a[-1], b[-1]]), torch.tensor([len(a) - 1, len(b) - 1]), batch, kv)
         logits = model.logits(hidden)
     torch.testing.assert_close(logits[0], _hf_logits(hf_model, a)[-1], atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(logits[1], _hf_logits(hf_model, b)[-1], atol=1e-4, rtol=1e-4)
 
 
-def test_greedy_generation_equals_transformers(embedded_engine, hf_model, prompts):
+def test_greedy_generation_equals_transformers(embedded_engine, hf_model, prompts, decode_path):
     from engine_helpers import request, run_all
 
     tok = embedded_engine.tokenizer
@@ -107,3 +120,27 @@ def test_greedy_generation_equals_transformers(embedded_engine, hf_model, prompt
                                     do_sample=False, pad_token_id=0)[0, len(prompt):].tolist()
         assert list(result.output_token_ids) == ref
         assert result.text == tok.decode(ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_native_paged_decode_equals_the_gather_path(dtype):
+    """The kernel on ragged lengths (one key, block boundaries, a long context), scattered and
+    padded block tables and grouped-query heads: the torch path's result within rounding."""
+    from helium_trt.engine import native
+    from helium_trt.engine.model import _decode_attention_by_gather
+
+    kernel = native.paged_decode()
+    if kernel is None:
+        pytest.skip("no C compiler: the native kernel is unavailable")
+    gen = torch.Generator().manual_seed(0)
+    kv_heads, heads, dim, blocks = 2, 6, 32, 96
+    k_cache = torch.randn(kv_heads, blocks, BS, dim, generator=gen).to(dtype)
+    v_cache = torch.randn(kv_heads, blocks, BS, dim, generator=gen).to(dtype)
+    lengths = torch.tensor([1, 16, 17, 300, 45])
+    table = torch.randperm(blocks, generator=gen)[:5 * 19].view(5, 19)
+    q = torch.randn(5, heads, dim, generator=gen).to(dtype)
+    out = kernel(q, k_cache, v_cache, table, lengths, dim ** -0.5)
+    ref = _decode_attention_by_gather(q.double(), table, lengths, k_cache.double(), v_cache.double(),
+                                      kv_heads, dim ** -0.5)
+    tol = 1e-5 if dtype == torch.float32 else 2e-2
+    torch.testing.assert_close(out.double(), ref, atol=tol, rtol=tol)
