@@ -5,6 +5,9 @@ tokens file does not list, ends with UNAUTHENTICATED; otherwise the handler runs
 token's tenant as ``current_tenant()``. Health checking and reflection stay open, so load
 balancers and `grpcurl list` work without a token. What a tenant may do once known (quotas,
 priority) is checked by HeliumCore, which answers PERMISSION_DENIED or RESOURCE_EXHAUSTED.
+
+The client side of the same lives here too (``ClientTlsFiles``, ``bearer_metadata``), for
+`helium-trt run --server`, so both ends read PEM files and spell the metadata one way.
 """
 
 from __future__ import annotations
@@ -48,6 +51,28 @@ class TlsFiles:
         ca = _read(self.client_ca, "--tls-client-ca") if self.client_ca else None
         return grpc.ssl_server_credentials(((key, cert),), root_certificates=ca,
                                            require_client_auth=ca is not None)
+
+
+@dataclass(frozen=True, slots=True)
+class ClientTlsFiles:
+    """PEM files of `run --server`'s --tls-ca/--tls-cert/--tls-key: the CA that signed the
+    server's certificate (None: the system's roots) and, for mutual TLS, the client's own
+    certificate and key."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def channel_credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=_read(self.ca, "--tls-ca") if self.ca else None,
+            private_key=_read(self.key, "--tls-key") if self.key else None,
+            certificate_chain=_read(self.cert, "--tls-cert") if self.cert else None)
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str], ...]:
+    """The gRPC metadata AuthInterceptor takes a token from."""
+    return (("authorization", f"Bearer {token}"),)
 
 
 def _read(path: Path, flag: str) -> bytes:

@@ -18,6 +18,9 @@ from helium_trt.api.events import run_request_inputs
 from helium_trt.errors import EngineUnavailableError, HeliumError
 from helium_trt.runtime.events import OpFinished, OpStarted, RowOutput, RunError, RunStats
 from helium_trt.server.commands.engine_flags import add_engine_flags, describe, engine_runtime
+from helium_trt.server.commands.security_flags import (
+    ClientSecurity, add_client_security_flags, open_client_security,
+)
 from helium_trt.server.commands.tools import TOOLS_HELP, as_tool_callback, load_tools, require_tools
 
 # --no-X flag -> RunOptions field turned off.
@@ -45,7 +48,9 @@ def register(subparsers) -> None:
                    help="every optimization off, one call at a time (the baseline)")
     p.add_argument("--max-inflight", type=int, default=16, help="LLM calls in flight (default 16)")
     p.add_argument("--server", metavar="HOST:PORT",
-                   help="run on a `helium-trt serve` instance over gRPC instead of in-process")
+                   help="run on a `helium-trt serve` instance over gRPC instead of in-process "
+                   "(with TLS and a bearer token: --tls-ca, --tls-cert/--tls-key, --token-file)")
+    add_client_security_flags(p)
     p.add_argument("--quiet", action="store_true", help="no progress display")
     p.add_argument("--tools", metavar="MODULE:FUNCTION", help=TOOLS_HELP)
     add_engine_flags(p)
@@ -65,8 +70,9 @@ def run(args: argparse.Namespace) -> int:
         # every LLM call ahead of their first tool call had run.
         require_tools(plan, args.tools)
         tools = load_tools(args.tools) if args.tools else None
+        security = open_client_security(args)
         if args.server:
-            events = _remote_events(args.server, request, rows, options, tools)
+            events = _remote_events(args.server, request, rows, options, tools, security)
         else:
             events = _local_events(plan, rows, options, _open_engine(args), tools)
     except HeliumError as exc:
@@ -127,9 +133,11 @@ async def _local_events(plan, rows, options, models, tools=None):
             await engine.close()
 
 
-async def _remote_events(address: str, request, rows, options, tools=None):
+async def _remote_events(address: str, request, rows, options, tools=None,
+                         security: ClientSecurity = ClientSecurity()):
     """The run's events from a helium.v1 server, as runtime events (same display as local);
-    with ``tools``, over the Session RPC, answering its tool calls with them."""
+    with ``tools``, over the Session RPC, answering its tool calls with them. ``security``:
+    the channel's TLS and the bearer token sent with the call."""
     import grpc
 
     from helium_trt.api.convert import rows_to_proto
@@ -139,10 +147,11 @@ async def _remote_events(address: str, request, rows, options, tools=None):
 
     message = service_pb2.RunRequest(workflow=request.workflow, rows=rows_to_proto(rows),
                                      options=run_options_to_proto(options))
-    async with grpc.aio.insecure_channel(address) as channel:
+    async with security.channel(address) as channel:
         stub = service_pb2_grpc.HeliumServiceStub(channel)
         try:
-            stream = stub.Run(message) if tools is None else _session(stub, message, tools)
+            stream = stub.Run(message, metadata=security.metadata) if tools is None else \
+                _session(stub, message, tools, security.metadata)
             async for proto in stream:
                 event = event_from_proto(proto)
                 if event is not None:
@@ -154,7 +163,7 @@ async def _remote_events(address: str, request, rows, options, tools=None):
             raise cls(f"{address}: {exc.code().name}: {exc.details()}") from None
 
 
-async def _session(stub, message, tools):
+async def _session(stub, message, tools, metadata=None):
     """RunEvents of a Session running ``message``, each ToolCall answered by ``tools``."""
     from helium_trt.api.helium.v1 import service_pb2
 
@@ -173,7 +182,7 @@ async def _session(stub, message, tools):
         while (item := await outbox.get()) is not None:
             yield item
 
-    call = stub.Session(requests())
+    call = stub.Session(requests(), metadata=metadata)
     pending = set()
     try:
         async for proto in call:

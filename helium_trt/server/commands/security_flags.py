@@ -1,15 +1,21 @@
-"""`serve`'s TLS, authentication and sharing flags (docs/security.md says how to use them)."""
+"""`serve`'s TLS, authentication and sharing flags, and the client's side of them for `run
+--server` (docs/security.md says how to use them)."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 from helium_trt.errors import ConfigError
-from helium_trt.server.auth import TlsFiles, TokenStore
+from helium_trt.server.auth import (
+    ClientTlsFiles, TlsFiles, TokenStore, bearer_metadata,
+)
 
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
+TOKEN_ENV = "HELIUM_TOKEN"
 
 
 def add_security_flags(p: argparse.ArgumentParser) -> None:
@@ -40,11 +46,77 @@ def open_security(args: argparse.Namespace) -> tuple[TlsFiles | None, TokenStore
     if tls is not None:
         tls.server_credentials()  # read the files now: a bad one stops serve before it binds
     tokens = TokenStore(args.auth_tokens) if args.auth_tokens else None
-    host = args.address.rsplit(":", 1)[0]
-    if tokens is not None and tls is None and host not in _LOOPBACK_HOSTS:
-        print(f"helium-trt serve: warning: bearer tokens travel in plaintext to {host}; "
-              "add --tls-cert/--tls-key", file=sys.stderr, flush=True)
+    if tokens is not None and tls is None:
+        _warn_plaintext("serve", args.address, "add --tls-cert/--tls-key")
     return tls, tokens
+
+
+def _warn_plaintext(command: str, address: str, fix: str) -> None:
+    host = address.rsplit(":", 1)[0]
+    if host not in _LOOPBACK_HOSTS:
+        print(f"helium-trt {command}: warning: bearer tokens travel in plaintext to {host}; "
+              f"{fix}", file=sys.stderr, flush=True)
+
+
+def add_client_security_flags(p: argparse.ArgumentParser) -> None:
+    """`run --server`'s flags to reach a server started with `serve`'s security flags."""
+    p.add_argument("--tls-ca", metavar="PEM", help="with --server: connect over TLS, trusting "
+                   "server certificates signed by this CA (its --tls-cert's issuer)")
+    p.add_argument("--tls-cert", metavar="PEM", help="with --server: mutual TLS, present this "
+                   "client certificate (needs --tls-key; signed by the server's --tls-client-ca)")
+    p.add_argument("--tls-key", metavar="PEM", help="the private key of --tls-cert")
+    # NOTE: no --token TOKEN: a token on the command line is visible to every local user (ps).
+    p.add_argument("--token-file", metavar="FILE", help="with --server: send the bearer token "
+                   f"in FILE (surrounding whitespace dropped); default: ${TOKEN_ENV} if set")
+
+
+@dataclass(frozen=True, slots=True)
+class ClientSecurity:
+    """How `run --server` connects: TLS files (None: plaintext) and a bearer token."""
+
+    tls: ClientTlsFiles | None = None
+    token: str | None = None
+
+    def channel(self, address: str):
+        import grpc
+
+        if self.tls is None:
+            return grpc.aio.insecure_channel(address)
+        return grpc.aio.secure_channel(address, self.tls.channel_credentials())
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        return bearer_metadata(self.token) if self.token else None
+
+
+def open_client_security(args: argparse.Namespace) -> ClientSecurity:
+    """The TLS files and token ``args`` (and $HELIUM_TOKEN) ask for; ConfigError when one is
+    bad, before anything connects."""
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together")
+    if not args.server and (args.tls_ca or args.tls_cert or args.token_file):
+        raise ConfigError("--tls-ca, --tls-cert/--tls-key and --token-file need --server")
+    tls = None
+    if args.tls_ca or args.tls_cert:
+        tls = ClientTlsFiles(*(Path(f) if f else None
+                               for f in (args.tls_ca, args.tls_cert, args.tls_key)))
+        tls.channel_credentials()  # read the files now: a bad one is named before connecting
+    token = _read_token(args.token_file) if args.token_file else \
+        os.environ.get(TOKEN_ENV, "").strip() or None
+    if token is not None and tls is None and args.server:
+        _warn_plaintext("run", args.server, "add --tls-ca")
+    return ClientSecurity(tls, token)
+
+
+def _read_token(path: str) -> str:
+    try:
+        token = Path(path).read_text(encoding="utf-8").strip()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"--token-file {path!r}: {getattr(exc, 'strerror', None) or exc}") \
+            from None
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError(f"--token-file {path!r}: expected one token (no spaces inside)")
+    return token
 
 
 async def publish_workflows(core, paths: list[str]) -> None:

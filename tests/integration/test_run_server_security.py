@@ -1,0 +1,101 @@
+"""`helium-trt run --server` against a real `helium-trt serve` on 127.0.0.1 with mutual TLS and
+bearer tokens (a CA made for the test)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import grpc
+import pytest
+import yaml
+from google.protobuf import json_format
+
+from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
+
+from auth_helpers import TOKEN_A, TOKEN_B, bearer, finished, one_call_request, write_tokens
+from serve_helpers import serve
+from tls_helpers import make_pki
+
+pytest.importorskip("cryptography")
+
+TOKEN_C = "token-of-tenant-c-0192837465"
+TOKEN_D = "token-of-tenant-d-5647382910"
+FIRST = "You are the front desk of the Example hotel; answer kindly in one line. " * 2
+SECOND = "You are the parts counter of the Example garage; answer tersely, one line. " * 2
+NO_RESULT_CACHE = {"optimizations": service_pb2.Optimizations(disable_prompt_cache=True)}
+
+
+@pytest.fixture(scope="module")
+def server(tiny_model_dir, tmp_path_factory):
+    """Mutual TLS, tokens for tenants a-d, FIRST's workflow public."""
+    workdir = tmp_path_factory.mktemp("run_server_security")
+    pki = make_pki(workdir)
+    tokens = write_tokens(workdir / "tokens.yaml", {
+        name: {"tokens": [token]} for name, token in
+        (("a", TOKEN_A), ("b", TOKEN_B), ("c", TOKEN_C), ("d", TOKEN_D))})
+    public = workdir / "public.yaml"
+    _write_workflow(public, FIRST, "desk")
+    (workdir / "token").write_text(TOKEN_A + "\n")
+    with serve(tiny_model_dir, workdir, "--kv-cache-blocks", "256", "--tls-cert",
+               str(pki.server_cert), "--tls-key", str(pki.server_key), "--tls-client-ca",
+               str(pki.ca_cert), "--auth-tokens", str(tokens), "--public-workflow",
+               str(public)) as served:
+        yield served, pki, workdir
+
+
+def _write_workflow(path, system: str, name: str) -> None:
+    workflow = one_call_request(system, "x", name=name).workflow
+    path.write_text(yaml.safe_dump({"workflow": json_format.MessageToDict(workflow)}))
+
+
+def _helium_run(served, workdir, *flags: str, env_token: str | None = None):
+    request = workdir / "ask.json"
+    request.write_text(json_format.MessageToJson(
+        one_call_request("Be brief.", "Which floor is the gym on?")))
+    env = {k: v for k, v in os.environ.items() if k != "HELIUM_TOKEN"}
+    if env_token is not None:
+        env["HELIUM_TOKEN"] = env_token
+    return subprocess.run(
+        [sys.executable, "-m", "helium_trt", "run", str(request), "--quiet", "--server",
+         served.address, *flags], capture_output=True, text=True, timeout=120, env=env)
+
+
+def _tls_flags(pki, client_cert: bool = True) -> list[str]:
+    flags = ["--tls-ca", str(pki.ca_cert)]
+    return flags + ["--tls-cert", str(pki.client_cert), "--tls-key", str(pki.client_key)] \
+        if client_cert else flags
+
+
+def test_run_server_over_mutual_tls_with_a_token_file(server):
+    served, pki, workdir = server
+    done = _helium_run(served, workdir, *_tls_flags(pki), "--token-file", str(workdir / "token"))
+    assert done.returncode == 0, done.stderr
+    assert "row 0:" in done.stdout and "num_llm_calls: 1" in done.stdout
+
+
+def test_run_server_takes_the_token_from_helium_token(server):
+    served, pki, workdir = server
+    done = _helium_run(served, workdir, *_tls_flags(pki), env_token=TOKEN_B)
+    assert done.returncode == 0, done.stderr
+    assert "run tenant=b " in served.log()  # the server knew the caller by its token
+
+
+def test_run_server_without_a_token_or_a_client_certificate_is_refused(server):
+    served, pki, workdir = server
+    done = _helium_run(served, workdir, *_tls_flags(pki))
+    assert done.returncode == 2 and "UNAUTHENTICATED" in done.stderr, done.stderr
+    done = _helium_run(served, workdir, *_tls_flags(pki, client_cert=False),
+                       "--token-file", str(workdir / "token"))
+    assert done.returncode == 2 and "UNAVAILABLE" in done.stderr, done.stderr
+
+
+def test_bad_client_security_flags_exit_2_naming_the_flag(server):
+    served, pki, workdir = server
+    done = _helium_run(served, workdir, "--tls-ca", str(workdir / "token"))
+    assert done.returncode == 2 and "--tls-ca" in done.stderr and "not a PEM file" in done.stderr
+    done = _helium_run(served, workdir, "--tls-cert", str(pki.client_cert))
+    assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
