@@ -28,6 +28,12 @@ class PublicPrefixes:
             if prefix and prefix not in self._prefixes:
                 self._prefixes = (*self._prefixes, prefix)
 
+    def replace(self, prefixes: Iterable[Sequence[int]]) -> None:
+        """Make exactly ``prefixes`` public (the operator's files were read again)."""
+        found = tuple(dict.fromkeys(tuple(p) for p in prefixes if p))
+        with self._lock:
+            self._prefixes = found
+
     def num_public_tokens(self, prompt: Sequence[int]) -> int:
         """How many leading tokens of ``prompt`` agree with some public prefix (the longest
         agreement; 0 when none starts like it)."""

@@ -123,6 +123,8 @@ class HeliumCore:
         self.caches = caches if caches is not None else RuntimeCaches()
         self.tenants = TenantStates(self.caches)
         self.public_prefixes = PublicPrefixes()
+        self._public: list[tuple[str, tuple[int, ...]]] = []  # (model, tokens), kept warm
+        self._publishing = asyncio.Lock()
         # Called with each run's RunRecord when it ends (serve adds its log line and metrics).
         self.observers: list[Callable[[RunRecord], None]] = []
         # Run ids: this core's random tag and a count, unique across the cores (helium-trt
@@ -271,16 +273,27 @@ class HeliumCore:
             state.registered[name] = len(prefixes)
         return response
 
-    async def publish(self, workflow) -> service_pb2.WarmResponse:
-        """Make ``workflow``'s static prefixes public: every tenant's prompts share their KV
-        blocks (keyed without salt) from now on; they are warmed and kept like Warm(keep).
-        Only the operator calls this (`serve --public-workflow FILE`), never a client."""
-        if not workflow.ops:
-            raise InvalidWorkflowError("the workflow has no operators", field="workflow.ops")
-        prefixes = await asyncio.to_thread(self._static_prefixes, workflow)
-        for _, tokens in prefixes:
-            self.public_prefixes.add(tokens)
-        return await self._warm_prefixes(prefixes, KEEP_WARM_PRIORITY, None)
+    async def publish(self, workflows: Sequence) -> list[service_pb2.WarmResponse]:
+        """Make exactly ``workflows``' static prefixes public (replacing the previous set):
+        every tenant's prompts share their KV blocks (keyed without salt) from now on; they are
+        warmed and kept like Warm(keep). Every workflow is planned before anything changes, so
+        an error (InvalidWorkflowError, ModelNotFoundError) keeps the previous set. Only the
+        operator calls this (`serve --public-workflow FILE`, again on SIGHUP), never a client.
+
+        NOTE: a prefix no longer public is keyed with salt from now on, but its unsalted blocks
+        keep their priority until evicted: no engine call lowers a cached block's retention.
+        """
+        async with self._publishing:
+            found = []
+            for workflow in workflows:
+                if not workflow.ops:
+                    raise InvalidWorkflowError("the workflow has no operators",
+                                               field="workflow.ops")
+                found.append(await asyncio.to_thread(self._static_prefixes, workflow))
+            self.public_prefixes.replace(t for prefixes in found for _, t in prefixes)
+            self._public = list(dict.fromkeys(p for prefixes in found for p in prefixes))
+            return [await self._warm_prefixes(prefixes, KEEP_WARM_PRIORITY, None)
+                    for prefixes in found]
 
     async def _warm_prefixes(self, prefixes: list[tuple[str, tuple[int, ...]]], priority: int,
                              cache_salt: str | None) -> service_pb2.WarmResponse:

@@ -1,5 +1,5 @@
 """`helium-trt run --server` against a real `helium-trt serve` on 127.0.0.1 with mutual TLS and
-bearer tokens (a CA made for the test)."""
+bearer tokens (a CA made for the test), and the public workflows read again on SIGHUP."""
 
 from __future__ import annotations
 
@@ -99,3 +99,39 @@ def test_bad_client_security_flags_exit_2_naming_the_flag(server):
     assert done.returncode == 2 and "--tls-ca" in done.stderr and "not a PEM file" in done.stderr
     done = _helium_run(served, workdir, "--tls-cert", str(pki.client_cert))
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
+
+
+def _cached_tokens(served, pki, token: str, system: str, question: str) -> int:
+    creds = grpc.ssl_channel_credentials(pki.read("ca_cert"), pki.read("client_key"),
+                                         pki.read("client_cert"))
+    with grpc.secure_channel(served.address, creds) as channel:
+        events = list(service_pb2_grpc.HeliumServiceStub(channel).Run(
+            one_call_request(system, question, **NO_RESULT_CACHE), metadata=bearer(token),
+            timeout=60))
+    return finished(events).cached_tokens
+
+
+def _sighup_and_wait(served, line: str) -> None:
+    seen = served.log().count(line)
+    served.process.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 30
+    while served.log().count(line) == seen:
+        assert served.process.poll() is None and time.monotonic() < deadline, served.log()
+        time.sleep(0.1)
+
+
+def test_public_workflows_are_read_again_on_sighup(server):
+    served, pki, workdir = server
+    # At start FIRST is public: a tenant's first prompt with it reuses the warmed blocks.
+    assert _cached_tokens(served, pki, TOKEN_A, FIRST, "Is breakfast included?") >= 32
+    # (less than a block: the chat template's opening tokens, which a's FIRST run cached)
+    assert _cached_tokens(served, pki, TOKEN_A, SECOND, "Do you have brake pads?") < 16
+    _write_workflow(workdir / "public.yaml", SECOND, "garage")
+    _sighup_and_wait(served, "public workflows reloaded")
+    assert _cached_tokens(served, pki, TOKEN_B, SECOND, "Any wiper blades?") >= 32
+    # FIRST is no longer public: a tenant that never sent it finds none of its blocks cached
+    assert _cached_tokens(served, pki, TOKEN_C, FIRST, "Is there parking?") < 16
+    (workdir / "public.yaml").write_text("workflow: {ops: [{id: x, llm: {prompt: nowhere}}]}")
+    _sighup_and_wait(served, "public workflows not reloaded")
+    assert _cached_tokens(served, pki, TOKEN_D, SECOND, "Oil filters?") >= 32  # kept in force
+    assert "auth tokens reloaded" in served.log()  # SIGHUP still re-reads the tokens too

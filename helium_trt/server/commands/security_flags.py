@@ -4,16 +4,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import logging
 import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
-from helium_trt.errors import ConfigError
+from helium_trt.errors import ConfigError, HeliumError
 from helium_trt.server.auth import (
     ClientTlsFiles, TlsFiles, TokenStore, bearer_metadata,
 )
 
+log = logging.getLogger(__name__)
 _LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "[::1]", "::1")
 TOKEN_ENV = "HELIUM_TOKEN"
 
@@ -30,8 +34,10 @@ def add_security_flags(p: argparse.ArgumentParser) -> None:
                    "on SIGHUP. Health and reflection stay open")
     p.add_argument("--public-workflow", action="append", default=[], metavar="FILE",
                    help="share this workflow file's static prompt prefixes across tenants "
-                   "(repeatable): they are warmed and kept at start, and any tenant's prompt "
-                   "that starts with one reuses its KV blocks; everything else stays per tenant")
+                   "(repeatable): they are warmed and kept at start (and read again on "
+                   "SIGHUP: a file that no longer loads keeps the previous set), and any "
+                   "tenant's prompt that starts with one reuses its KV blocks; everything else "
+                   "stays per tenant")
 
 
 def open_security(args: argparse.Namespace) -> tuple[TlsFiles | None, TokenStore | None]:
@@ -120,12 +126,50 @@ def _read_token(path: str) -> str:
 
 
 async def publish_workflows(core, paths: list[str]) -> None:
-    """Make each workflow file's static prefixes public (HeliumCore.publish), saying so."""
-    from helium_trt.api.convert import load_request_file
-
-    for path in paths:
-        workflow = load_request_file(path).workflow
-        done = await core.publish(workflow)
+    """Make the workflow files' static prefixes public (HeliumCore.publish), saying so; a bad
+    file raises (InvalidWorkflowError, ConfigError) and changes nothing."""
+    workflows = _load_workflows(paths)
+    for path, workflow, done in zip(paths, workflows, await core.publish(workflows)):
         print(f"helium-trt serve: public workflow {workflow.name or path!r}: "
               f"{done.num_prefixes} static prefix(es), {done.tokens_computed} tokens warmed",
               file=sys.stderr, flush=True)
+
+
+def _load_workflows(paths: list[str]) -> list:
+    from helium_trt.api.convert import load_request_file
+
+    return [load_request_file(path).workflow for path in paths]
+
+
+async def reload_public_workflows(core, paths: list[str]) -> bool:
+    """Read the public workflow files again (SIGHUP); a file that no longer loads or plans
+    keeps the previous public set (logged) -> False."""
+    try:
+        workflows = await asyncio.to_thread(_load_workflows, paths)
+        done = await core.publish(workflows)
+    except HeliumError as exc:
+        log.warning("public workflows not reloaded, the previous ones stay in force: %s", exc)
+        return False
+    log.info("public workflows reloaded from %d file(s): %d static prefix(es), %d tokens "
+                "warmed", len(paths), sum(d.num_prefixes for d in done),
+                sum(d.tokens_computed for d in done))
+    return True
+
+
+def sighup_handler(core, tokens: TokenStore | None,
+                   public_paths: list[str]) -> Callable[[], None] | None:
+    """What `serve` does on SIGHUP: read the tokens file and the public workflows again (None:
+    neither was given, SIGHUP keeps its default action)."""
+    if tokens is None and not public_paths:
+        return None
+    reloading: set[asyncio.Task] = set()  # the loop keeps only weak references to tasks
+
+    def reload() -> None:
+        if tokens is not None:
+            tokens.reload()
+        if public_paths:
+            task = asyncio.ensure_future(reload_public_workflows(core, public_paths))
+            reloading.add(task)
+            task.add_done_callback(reloading.discard)
+
+    return reload

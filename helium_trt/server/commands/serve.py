@@ -22,7 +22,7 @@ from helium_trt.server.commands.model_flags import (
 )
 from helium_trt.server.commands.observe_flags import Observability, add_observe_flags
 from helium_trt.server.commands.security_flags import (
-    add_security_flags, open_security, publish_workflows,
+    add_security_flags, open_security, publish_workflows, sighup_handler,
 )
 
 
@@ -177,8 +177,9 @@ async def _serve(args: argparse.Namespace) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    if tokens is not None:
-        loop.add_signal_handler(signal.SIGHUP, tokens.reload)
+    reload = sighup_handler(core, tokens, args.public_workflow)
+    if reload is not None:
+        loop.add_signal_handler(signal.SIGHUP, reload)
     await stop.wait()
     await server.stop(grace=2.0)
     await core.close()
