@@ -93,6 +93,7 @@ class EmbeddedEngine:
         self._streams: dict[str, _Stream] = {}
         self._closing = False
         self._health = EngineHealth(True)
+        self._num_restarts = 0
         self._warm_ids = itertools.count()
         self._probe_ids = itertools.count()
         self._started = threading.Event()
@@ -184,6 +185,11 @@ class EmbeddedEngine:
 
     def health(self) -> EngineHealth:
         return self._health
+
+    @property
+    def num_restarts(self) -> int:
+        """Restarts after a failure so far: each started from an empty KV (prefix) cache."""
+        return self._num_restarts
 
     @property
     def num_preemptions(self) -> int:
@@ -309,6 +315,7 @@ class EmbeddedEngine:
         self._probe(core)
         with self._wakeup:
             self._core = core
+            self._num_restarts += 1
             if not self._closing:  # close() may have come during the probe: stay closed
                 self._health = EngineHealth(True)
 

@@ -24,7 +24,7 @@ from helium_trt.cache.public_prefixes import PublicPrefixes
 from helium_trt.engine.base import (
     DEFAULT_RETENTION_PRIORITY, Engine, EngineHealth, RetentionRange,
 )
-from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
+from helium_trt.errors import HeliumError, InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.optimizer import OptimizeContext, optimize
 from helium_trt.cache.trt import build_trt
 from helium_trt.optimizer.explain import Explanation, explain, to_json, to_text
@@ -36,6 +36,7 @@ from helium_trt.runtime.models import ModelSet, as_models, bind_models
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
 from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
+from helium_trt.server.restarts import RestartTracker
 from helium_trt.server.run_record import RunRecord, RunTally
 from helium_trt.server.status import grpc_code
 from helium_trt.server.tenant_state import TenantState, TenantStates
@@ -125,6 +126,8 @@ class HeliumCore:
         self.public_prefixes = PublicPrefixes()
         self._public: list[tuple[str, tuple[int, ...]]] = []  # (model, tokens), kept warm
         self._publishing = asyncio.Lock()
+        self._restarts = RestartTracker(self.engines)
+        self._rewarming: dict[int, asyncio.Task] = {}  # by engine index
         # Called with each run's RunRecord when it ends (serve adds its log line and metrics).
         self.observers: list[Callable[[RunRecord], None]] = []
         # Run ids: this core's random tag and a count, unique across the cores (helium-trt
@@ -260,7 +263,7 @@ class HeliumCore:
         is_new = name not in state.registered
         if request.keep:
             state.check_registration(name)
-            state.registered.setdefault(name, 0)  # held while warming: no race past the quota
+            state.registered.setdefault(name, ())  # held while warming: no race past the quota
         try:
             prefixes = await asyncio.to_thread(self._static_prefixes, request.workflow)
             priority = KEEP_WARM_PRIORITY if request.keep else DEFAULT_RETENTION_PRIORITY
@@ -270,7 +273,7 @@ class HeliumCore:
                 state.registered.pop(name, None)
             raise
         if request.keep:
-            state.registered[name] = len(prefixes)
+            state.registered[name] = tuple(prefixes)  # warmed again after an engine restart
         return response
 
     async def publish(self, workflows: Sequence) -> list[service_pb2.WarmResponse]:
@@ -295,20 +298,55 @@ class HeliumCore:
             return [await self._warm_prefixes(prefixes, KEEP_WARM_PRIORITY, None)
                     for prefixes in found]
 
+    def rewarm_restarted(self) -> None:
+        """Start warming the kept prefixes (public ones, every tenant's Warm(keep)
+        registrations) again on each engine that came back from a failure since the last call:
+        it restarted with an empty prefix cache. The health watcher calls this on every poll."""
+        for engine in self._restarts.back_since_last_look():
+            index = self.engines.index(engine)
+            running = self._rewarming.get(index)
+            if running is not None and not running.done():
+                running.cancel()  # it failed again meanwhile: start over on the new cache
+            self._rewarming[index] = asyncio.create_task(self._rewarm(engine),
+                                                         name=f"helium-rewarm-{index}")
+
+    async def _rewarm(self, engine: Engine) -> None:
+        model = next(n for n in self.models.names if engine in self.models[n].engines)
+        kept = [(tokens, None) for name, tokens in self._public if name == model]
+        for state in self.tenants.all():
+            kept += [(tokens, state.tenant.cache_salt)
+                     for prefixes in list(state.registered.values())
+                     for name, tokens in prefixes if name == model]
+        computed = 0
+        try:
+            for tokens, salt in kept:
+                computed += (await self._warm_one(engine, tokens, KEEP_WARM_PRIORITY, salt)
+                             ).num_computed_tokens
+        except HeliumError as exc:  # down again: the next restart warms them again
+            log.warning("re-warming %d kept prefix(es) on a restarted engine of model %r "
+                        "failed: %s", len(kept), model, exc)
+            return
+        if kept:
+            log.warning("re-warmed %d kept prefix(es) (%d tokens computed) on a restarted "
+                        "engine of model %r", len(kept), computed, model)
+
     async def _warm_prefixes(self, prefixes: list[tuple[str, tuple[int, ...]]], priority: int,
                              cache_salt: str | None) -> service_pb2.WarmResponse:
         computed = cached = 0
         for model, tokens in prefixes:  # each on every worker of its own model
             for engine in self.models[model].engines:
-                scope = {} if cache_salt is None else {
-                    "cache_salt": cache_salt,
-                    "num_public_tokens": self.public_prefixes.num_public_tokens(tokens)}
-                result = await engine.warm(tokens, (RetentionRange(0, None, priority, None),),
-                                           **scope)
+                result = await self._warm_one(engine, tokens, priority, cache_salt)
                 computed += result.num_computed_tokens
                 cached += result.num_cached_tokens
         return service_pb2.WarmResponse(num_prefixes=len(prefixes), tokens_computed=computed,
                                         tokens_already_cached=cached)
+
+    async def _warm_one(self, engine: Engine, tokens: tuple[int, ...], priority: int,
+                        cache_salt: str | None):
+        scope = {} if cache_salt is None else {
+            "cache_salt": cache_salt,
+            "num_public_tokens": self.public_prefixes.num_public_tokens(tokens)}
+        return await engine.warm(tokens, (RetentionRange(0, None, priority, None),), **scope)
 
     def health(self) -> EngineHealth:
         """Healthy while every engine is; else each unhealthy engine's reason (with its worker
@@ -363,6 +401,8 @@ class HeliumCore:
         return list(found)
 
     async def close(self) -> None:
+        for task in self._rewarming.values():
+            task.cancel()
         for engine in self.engines:
             await engine.close()
 

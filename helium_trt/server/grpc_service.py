@@ -173,7 +173,9 @@ async def start_server(core: Core, address: str = "127.0.0.1:50051",
     if port == 0:
         raise OSError(f"cannot bind {address}")
     await server.start()
-    watcher = HealthWatcher(core, health, (SERVICE_NAME, ""), health_policy, on_give_up)
+    # A core without kept prefixes to restore (a test's stand-in) has no rewarm_restarted.
+    watcher = HealthWatcher(core, health, (SERVICE_NAME, ""), health_policy, on_give_up,
+                            on_poll=getattr(core, "rewarm_restarted", None))
     await watcher.check(asyncio.get_running_loop().time())
     task = asyncio.create_task(_watch_until_stopped(watcher, server), name="helium-health")
     _watchers.add(task)  # the loop keeps only a weak reference to a task

@@ -36,16 +36,20 @@ class HealthSource(Protocol):
 
 
 class HealthWatcher:
-    """Sets ``services``' status on a grpc_health HealthServicer from ``source.health()``."""
+    """Sets ``services``' status on a grpc_health HealthServicer from ``source.health()``;
+    ``on_poll`` runs after every poll (HeliumCore.rewarm_restarted: engines back from a
+    failure get their kept prefixes warmed again)."""
 
     def __init__(self, source: HealthSource, servicer, services: Sequence[str],
                  policy: HealthPolicy = HealthPolicy(),
-                 on_give_up: Callable[[str], None] | None = None):
+                 on_give_up: Callable[[str], None] | None = None,
+                 on_poll: Callable[[], None] | None = None):
         self._source = source
         self._servicer = servicer
         self._services = tuple(services)
         self._policy = policy
         self._on_give_up = on_give_up
+        self._on_poll = on_poll
         self._serving: bool | None = None
         self._unhealthy_since: float | None = None
         self._gave_up = False
@@ -55,6 +59,8 @@ class HealthWatcher:
         health = self._source.health()
         if health.healthy is not self._serving:
             await self._publish(health)
+        if self._on_poll is not None:
+            self._on_poll()
         if health.healthy:
             self._unhealthy_since = None
             return health

@@ -20,6 +20,7 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Callable
 
 import grpc
 import pytest
@@ -34,6 +35,7 @@ from helium_trt.engine.runner import ModelRunner
 from helium_trt.server.core import HeliumCore
 from helium_trt.server.grpc_service import SERVICE_NAME, start_server
 from helium_trt.server.health import HealthPolicy
+from helium_trt.server.tenants import tenant_named
 
 NO_RESULT_CACHE = service_pb2.Optimizations(disable_prompt_cache=True)
 SERVING = health_pb2.HealthCheckResponse.SERVING
@@ -44,6 +46,8 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 class Served:
     address: str
     engine: EmbeddedEngine
+    core: HeliumCore
+    call: Callable  # runs a coroutine on the server's loop and returns its result
 
 
 @contextlib.contextmanager
@@ -66,7 +70,7 @@ def in_process_server(model_dir, policy: HealthPolicy = HealthPolicy(), on_give_
 
     core, server, port = call(start())
     try:
-        yield Served(f"127.0.0.1:{port}", core.engines[0])
+        yield Served(f"127.0.0.1:{port}", core.engines[0], core, call)
     finally:
         call(server.stop(grace=1.0))
         call(core.close())
@@ -245,6 +249,65 @@ def test_an_engine_failure_fails_runs_at_once_and_health_follows_the_engine(
                 _request("after the fault", 3), timeout=30))
         assert not _errors(events) and "row_output" in _kinds(events)
         assert _kv_blocks_held(served.address) == 0
+
+
+def _kept(name: str, text: str) -> workflow_pb2.Workflow:
+    """A one-call workflow whose prompt starts with a static prefix of several KV blocks."""
+    return json_format.ParseDict({"name": name, "ops": [
+        {"id": "q", "input": {}},
+        {"id": "p", "format": {"template": text * 3 + "{q}"}},
+        {"id": "a", "llm": {"prompt": "p", "config": {"max_tokens": 2}}},
+        {"id": "answer", "output": {"input": "a"}},
+    ]}, workflow_pb2.Workflow())
+
+
+def test_kept_prefixes_are_warm_again_after_the_engine_restarts(tiny_model_dir, monkeypatch,
+                                                                   caplog):
+    """Warm(keep=true) registrations (the default tenant's over gRPC, tenant a's through the
+    core) and a public workflow: after a failure the engine restarts with an empty KV cache,
+    and the core warms all three again, each in its own cache scope."""
+    caplog.set_level(logging.WARNING)
+    fault = ForwardFault(monkeypatch)
+    tenant = tenant_named("a")
+    kept = {"default": _kept("kept-default", "The default tenant's standing brief. "),
+            "a": _kept("kept-a", "Tenant a keeps this long instruction warm. "),
+            "public": _kept("kept-public", "Everyone shares this operator's preamble. ")}
+    with in_process_server(tiny_model_dir) as served:
+        core, engine = served.core, served.engine
+        with grpc.insecure_channel(served.address) as channel:
+            service_pb2_grpc.HeliumServiceStub(channel).Warm(
+                service_pb2.WarmRequest(workflow=kept["default"], keep=True), timeout=30)
+        served.call(core.warm(service_pb2.WarmRequest(workflow=kept["a"], keep=True), tenant))
+        served.call(core.publish([kept["public"]]))
+        salts = {"default": None, "a": tenant.cache_salt, "public": None}
+
+        def resident() -> dict[str, int]:
+            found = {}
+            for key, workflow in kept.items():
+                ((_, tokens),) = core._static_prefixes(workflow)
+                scope = {} if salts[key] is None else {"cache_salt": salts[key]}
+                found[key] = engine.num_resident_tokens(tokens, **scope)
+            return found
+
+        warm = resident()
+        assert min(warm.values()) >= 32, warm
+        fault.on = True
+        with grpc.insecure_channel(served.address) as channel:
+            events = list(service_pb2_grpc.HeliumServiceStub(channel).Run(
+                _request("trip the fault", 2), timeout=30))
+        assert _errors(events)
+        _wait_health(served.address, NOT_SERVING, 5.0)
+        fault.on = False
+        _wait_health(served.address, SERVING, 10.0)
+        deadline = time.monotonic() + 30
+        while "re-warmed 3 kept prefix(es)" not in caplog.text:
+            assert time.monotonic() < deadline, caplog.text
+            time.sleep(0.05)
+        assert engine.num_restarts == 1
+        assert resident() == warm
+        # Tenant a's prefix is warm only in its own scope, as it was before the failure.
+        ((_, tokens),) = core._static_prefixes(kept["a"])
+        assert engine.num_resident_tokens(tokens) < 16
 
 
 def test_an_engine_that_stays_down_makes_the_watcher_give_up(tiny_model_dir, monkeypatch):
