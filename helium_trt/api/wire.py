@@ -27,19 +27,21 @@ class WireError(Exception):
         self.path, self.reason = path, reason
 
 
-def parse_message(data: bytes, message_class: type[Message]) -> Message:
-    """``message_class.FromString(data)``; raises InvalidWorkflowError naming the field at fault."""
+def parse_message(data: bytes, message_class: type[Message], source: str = "") -> Message:
+    """``message_class.FromString(data)``; raises InvalidWorkflowError naming the field at fault
+    (and ``source``, where the bytes came from, e.g. "input 'request'" of a Triton model)."""
     try:
         return message_class.FromString(data)
     except DecodeError:
         pass
+    what = f"{source} is not a valid" if source else "not a valid"
     name = message_class.DESCRIPTOR.full_name
     try:
         check_wire(memoryview(data), message_class.DESCRIPTOR, [MAX_FIELDS])
     except WireError as exc:
-        raise InvalidWorkflowError(f"not a valid {name}: {exc.reason}",
+        raise InvalidWorkflowError(f"{what} {name}: {exc.reason}",
                                    field=_short(exc.path) or "(message)") from None
-    raise InvalidWorkflowError(f"not a valid {name} (the protobuf decoder refused it)",
+    raise InvalidWorkflowError(f"{what} {name} (the protobuf decoder refused it)",
                                field="(message)")
 
 

@@ -26,7 +26,7 @@ from typing import Mapping
 
 import yaml
 
-from helium_trt.errors import ConfigError, InvalidWorkflowError
+from helium_trt.errors import ConfigError, InvalidWorkflowError, PermissionDeniedError
 
 MIN_TOKEN_CHARS = 16
 # Tenant names appear in logs and as a Prometheus label: short and plain.
@@ -63,16 +63,29 @@ def tenant_named(name: str, limits: TenantLimits = TenantLimits()) -> Tenant:
     return Tenant(name, limits, cache_salt=f"tenant:{name}")
 
 
-def tenant_from_parameter(value) -> Tenant:
+def tenant_from_parameter(value, known: Mapping[str, Tenant] | None = None) -> Tenant:
     """The tenant a Triton `helium` request names in its ``tenant`` parameter (absent or empty:
     DEFAULT_TENANT). Triton does not authenticate it: whoever can reach Triton can name any
-    tenant, so Triton itself must be protected (docs/security.md)."""
+    tenant, so Triton itself must be protected (docs/security.md).
+
+    With ``known`` (the tenants of the model's ``tenants_file``, with their quotas) a request
+    must name one of them: PermissionDeniedError otherwise, the parameter's absence included,
+    so that no request escapes the quotas by leaving it out.
+    """
     if value is None or value == "":
-        return DEFAULT_TENANT
+        if known is None:
+            return DEFAULT_TENANT
+        raise PermissionDeniedError("field 'parameters.tenant': this helium model has a "
+                                    "tenants_file, so every request must name one of its tenants")
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidWorkflowError("a tenant name is 1-64 letters, digits, '.', '_' or '-' "
                                    "starting with a letter or digit", field="parameters.tenant")
-    return tenant_named(value)
+    if known is None:
+        return tenant_named(value)
+    if value not in known:
+        raise PermissionDeniedError(f"field 'parameters.tenant': tenant {value!r} is not in "
+                                    "this helium model's tenants_file")
+    return known[value]
 
 
 class TokenTable:

@@ -15,12 +15,13 @@ from typing import Callable, Mapping
 from google.protobuf import text_format
 
 from helium_trt.api.helium.v1 import service_pb2
+from helium_trt.api.wire import parse_message
 from helium_trt.engine.bls import BlsTransport
 from helium_trt.engine.config import MODEL_DIR_ENV, default_model_dir
 from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
-from helium_trt.errors import InvalidWorkflowError, ModelNotFoundError
+from helium_trt.errors import ModelNotFoundError
 from helium_trt.server.core import HeliumCore, ServerLimits, check_limits
-from helium_trt.server.tenants import tenant_from_parameter
+from helium_trt.server.tenants import Tenant, TokenTable, tenant_from_parameter
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,13 +31,16 @@ class HeliumModelConfig:
     llm_model: str = "tensorrt_llm"
     model_dir: str = ""  # tokenizer.json + config.json of the LLM's model
     request_timeout_s: float | None = None
+    # serve --auth-tokens' YAML: its tenants' quotas apply here (its tokens are not read)
+    tenants_file: str = ""
 
     @classmethod
     def from_parameters(cls, params: Mapping[str, str], env: Mapping[str, str]) -> "HeliumModelConfig":
         timeout = params.get("request_timeout_s", "").strip()
         return cls(llm_model=params.get("llm_model", "").strip() or "tensorrt_llm",
                    model_dir=env.get(MODEL_DIR_ENV) or params.get("model_dir", "").strip(),
-                   request_timeout_s=float(timeout) if timeout else None)
+                   request_timeout_s=float(timeout) if timeout else None,
+                   tenants_file=params.get("tenants_file", "").strip())
 
 
 def llm_model_parameters(model_repository: Path, llm_model: str) -> dict:
@@ -65,23 +69,26 @@ class HeliumTritonModel:
         transport = BlsTransport(pb_utils, config.llm_model, config.request_timeout_s)
         params = llm_model_parameters(model_repository, config.llm_model)
         self.core = HeliumCore([TritonEngine.over(engine_config, transport, params)])
+        # NOTE: read once, at model load: Triton reloads a model (and so this file) through its
+        # model control API, which is the Triton way to change a model's configuration.
+        self.tenants: dict[str, Tenant] | None = None
+        if config.tenants_file:
+            table = TokenTable.load(config.tenants_file)
+            self.tenants = {tenant.name: tenant for tenant in table.tenants}
 
     async def serve(self, request_bytes: bytes, send: Callable[[bytes], None],
                     is_cancelled: Callable[[], bool], tenant: str | None = None) -> None:
         """Run one serialized RunRequest for ``tenant`` (the request's ``tenant`` parameter:
         its own result cache; None: the default tenant), sending each serialized RunEvent.
 
-        Raises InvalidWorkflowError (bad bytes, workflow or tenant name) or
-        ResourceExhaustedError (over the default ServerLimits, as the gRPC service applies)
-        before any event is sent.
+        Raises before any event is sent: InvalidWorkflowError (bad bytes, naming the field as
+        the gRPC service does; a bad workflow or tenant name), ResourceExhaustedError (over the
+        default ServerLimits, as the gRPC service applies them, or over the tenant's
+        max_concurrent_runs) or PermissionDeniedError (a tenant the tenants_file does not list,
+        a priority above its max_priority).
         """
-        who = tenant_from_parameter(tenant)
-        request = service_pb2.RunRequest()
-        try:
-            request.ParseFromString(request_bytes)
-        except Exception as exc:  # protobuf raises DecodeError, a bare Exception subclass
-            raise InvalidWorkflowError(f"input 'request' is not a serialized "
-                                       f"helium.v1.RunRequest: {exc}", field="request") from None
+        who = tenant_from_parameter(tenant, self.tenants)
+        request = parse_message(request_bytes, service_pb2.RunRequest, source="input 'request'")
         check_limits(request, ServerLimits())
         events = self.core.run(request, tenant=who)
         try:

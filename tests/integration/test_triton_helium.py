@@ -131,6 +131,23 @@ class _Garbage:
         return b"\xff\xfe not a protobuf"
 
 
+class _Raw:
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+
+    def SerializeToString(self) -> bytes:
+        return self.data
+
+
+def test_undecodable_bytes_name_the_field_as_the_grpc_service_does(triton_server):
+    truncated = _request(ROWS).SerializeToString()[:-7]  # inside the second row
+    with pytest.raises(Exception) as info:
+        _stream_through_helium(triton_server.grpc_url, _Raw(truncated))
+    message = str(info.value)
+    assert "field 'rows[1]'" in message and "input 'request'" in message, message
+    assert "truncated" in message and "InvalidWorkflowError" in message
+
+
 def test_helium_service_on_triton_workers(triton_server, tmp_path):
     """`helium-trt serve --engine triton --url ...` runs the same workflow with the same outputs."""
     import subprocess

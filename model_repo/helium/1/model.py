@@ -9,12 +9,16 @@ import json
 import numpy as np
 import triton_python_backend_utils as pb_utils
 
-from helium_trt.errors import HeliumError, InvalidWorkflowError, ModelNotFoundError
+from helium_trt.errors import (
+    HeliumError, InvalidWorkflowError, ModelNotFoundError, PermissionDeniedError,
+)
 from helium_trt.server.triton_model import from_triton_args
 
 
 def _triton_error(exc):
-    if isinstance(exc, InvalidWorkflowError):
+    # NOTE: Triton has no PERMISSION_DENIED: a refusal the caller must change its request for
+    # is INVALID_ARG (the message keeps the class name); UNAVAILABLE would invite a retry.
+    if isinstance(exc, (InvalidWorkflowError, PermissionDeniedError)):
         code = pb_utils.TritonError.INVALID_ARG
     elif isinstance(exc, ModelNotFoundError):
         code = pb_utils.TritonError.NOT_FOUND
