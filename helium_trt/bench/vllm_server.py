@@ -33,6 +33,7 @@ class VllmConfig:
     max_model_len: int = 8192
     startup_timeout_s: float = 600.0
     log_path: Path = Path("benchmarks/results/vllm_server.log")
+    omp_threads_bind: str = "0-1"  # VLLM_CPU_OMP_THREADS_BIND: the cores its OpenMP threads use
 
 
 def venv_path() -> Path:
@@ -80,7 +81,15 @@ def server_command(config: VllmConfig) -> list[str]:
 @contextmanager
 def running_server(config: VllmConfig) -> Iterator[str]:
     """Starts the server, yields its URL once /health answers, stops it afterwards."""
-    env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND="0-1",
+    with running_server_process(config) as (url, _):
+        yield url
+
+
+@contextmanager
+def running_server_process(config: VllmConfig) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``running_server``, also yielding the server process (a session leader: its pid is the
+    session id of every process it starts)."""
+    env = dict(os.environ, VLLM_CPU_OMP_THREADS_BIND=config.omp_threads_bind,
                VLLM_CPU_KVCACHE_SPACE=str(config.kv_cache_gib), VLLM_SERVER_DEV_MODE="1")
     config.log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(config.log_path, "w") as log:
@@ -89,7 +98,7 @@ def running_server(config: VllmConfig) -> Iterator[str]:
         url = f"http://127.0.0.1:{config.port}"
         try:
             _wait_healthy(url, process, config)
-            yield url
+            yield url, process
         finally:
             process.terminate()
             try:

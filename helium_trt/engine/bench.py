@@ -1,4 +1,6 @@
-"""Engine benchmark: TTFT cold vs warm prefix, decode throughput at 1/8/32 sequences, vs HF.
+"""Engine benchmark: TTFT cold vs warm prefix, decode throughput at 1/8/32 sequences, vs HF;
+prefill tokens/s at 1,024 and 2,048 tokens and the cost of a decode step at 8 sequences, vs
+vLLM CPU when asked and installed (engine/bench_steps.py).
 
 Both run on the same weights with the same torch thread count, transformers in a fresh process.
 Decode throughput excludes prefill: it counts tokens after each sequence's first, over the time
@@ -11,13 +13,16 @@ import asyncio
 import multiprocessing
 import time
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
 import torch
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig, TokenDelta
+from helium_trt.engine.bench_steps import (
+    StepBenchConfig, process_cpu_seconds, session_cpu_seconds, step_figures,
+)
 from helium_trt.engine.config import EngineConfig
 from helium_trt.engine.embedded import EmbeddedEngine
 from helium_trt.engine.tokenizer import HFTokenizer
@@ -38,14 +43,25 @@ class BenchConfig:
     # Best of ``repeats`` for every figure (the machine may be shared).
     repeats: int = 2
     dtype: str = "bfloat16"
+    device: str = "cpu"
+    num_threads: int | None = None
+    steps: StepBenchConfig | None = StepBenchConfig()
+    with_vllm: bool = False
 
 
 def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> dict:
-    engine = EmbeddedEngine(EngineConfig(model_dir=str(config.model_dir), dtype=config.dtype))
+    engine = EmbeddedEngine(EngineConfig(model_dir=str(config.model_dir), dtype=config.dtype,
+                                         device=config.device, num_threads=config.num_threads))
     try:
         report = asyncio.run(_bench_engine(engine, config, progress))
+        if config.steps is not None:
+            report.update(asyncio.run(step_figures(engine, engine.tokenizer, config.steps,
+                                                   process_cpu_seconds, "helium", progress)))
     finally:
         asyncio.run(engine.close())
+    if config.steps is not None and config.with_vllm:
+        report["vllm"] = _bench_vllm(config, engine, progress)
+        report.update(_versus_vllm(report))
     if config.run_hf:
         report.update(_bench_hf(engine, config, progress))
         report["decode_speedup_vs_hf"] = {
@@ -54,8 +70,44 @@ def run_bench(config: BenchConfig, progress: Callable[[str], None] = print) -> d
         }
     report["warm_speedup_vs_cold"] = round(report["ttft_cold_ms"] / report["ttft_warm_ms"], 2)
     report.update(model=str(config.model_dir), engine_dtype=config.dtype, hf_dtype="float32",
-                  torch_threads=torch.get_num_threads())
+                  torch_threads=torch.get_num_threads(), device=config.device)
     return report
+
+
+def _bench_vllm(config: BenchConfig, engine: EmbeddedEngine, progress) -> dict:
+    """The step figures on vLLM CPU (bf16 export of the same weights, as many OpenMP threads as
+    the engine's torch threads), or why there are none."""
+    from helium_trt.bench import vllm_server
+    from helium_trt.engine.openai import OpenAIHttpEngine
+
+    if not vllm_server.is_available():
+        note = f"vLLM not installed (no venv at {vllm_server.venv_path()}; benchmarks/setup_vllm.sh)"
+        progress(note)
+        return {"skipped": note}
+    model_dir = Path(config.model_dir)
+    export = vllm_server.export_bf16(model_dir, model_dir.parent / (model_dir.name + "-bf16"))
+    threads = torch.get_num_threads()
+    vllm = vllm_server.VllmConfig(venv=vllm_server.venv_path(), model_dir=export,
+                                  omp_threads_bind="0" if threads == 1 else f"0-{threads - 1}")
+    progress(f"vLLM: starting its server on {export} (log {vllm.log_path})")
+    with vllm_server.running_server_process(vllm) as (url, process):
+        info = replace(engine.info, model_name="bench", block_size=vllm.block_size)
+        client = OpenAIHttpEngine(url, "bench", engine.tokenizer, info)
+        return asyncio.run(step_figures(client, engine.tokenizer, config.steps,
+                                        lambda: session_cpu_seconds(process.pid), "vllm", progress))
+
+
+def _versus_vllm(report: dict) -> dict:
+    """helium / vLLM for each step figure (above 1: helium faster)."""
+    vllm = report["vllm"]
+    if "skipped" in vllm:
+        return {}
+    ratios = {}
+    for key in ("prefill_tokens_per_s", "prefill_cpu_tokens_per_s", "decode_tokens_per_s"):
+        ratios[key] = {k: round(report[key][k] / vllm[key][k], 2) for k in report[key]}
+    for key in ("decode_step_ms", "decode_step_cpu_ms"):
+        ratios[key] = {k: round(vllm[key][k] / report[key][k], 2) for k in report[key]}
+    return {"helium_vs_vllm": ratios}
 
 
 def _prompt(tokenizer, num_tokens: int, salt: str) -> list[int]:

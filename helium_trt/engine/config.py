@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
 MODEL_DIR_ENV = "HELIUM_MODEL_DIR"
+DEVICE_ENV = "HELIUM_DEVICE"
+
+
+def default_device() -> str:
+    """``$HELIUM_DEVICE`` if set, else "cpu": the embedded engine's torch device wherever no
+    flag names one (``helium-trt bench``, run, serve)."""
+    return os.environ.get(DEVICE_ENV) or "cpu"
 
 
 def default_model_dir() -> Path:
@@ -34,7 +41,8 @@ class EngineConfig:
     ``num_blocks`` None sizes the KV pool from ``kv_cache_mb``. ``max_model_len`` None uses the
     model's max_position_embeddings. ``num_threads`` None keeps torch's setting (one per core).
     ``dtype`` is "float32" or "bfloat16". ``enable_prefix_caching`` False turns KV reuse
-    between requests off (a baseline).
+    between requests off (a baseline). ``device`` other than "cpu" runs the same engine on a
+    GPU (torch's CUDA kernels).
     """
 
     model_dir: str | None = None
@@ -47,6 +55,8 @@ class EngineConfig:
     num_threads: int | None = None
     dtype: str = "float32"
     enable_prefix_caching: bool = True
+    # a torch device ("cuda", "cuda:1"): weights and KV cache live there
+    device: str = field(default_factory=default_device)
 
     def resolved_model_dir(self) -> Path:
         return Path(self.model_dir) if self.model_dir is not None else default_model_dir()

@@ -112,7 +112,8 @@ class EmbeddedEngine:
         # later made a batch-1 decode step ~1.5x slower on 2 cores.
         config = self.config
         model_dir = config.resolved_model_dir()
-        self.model = model if model is not None else load_model(model_dir, _DTYPES[config.dtype])
+        loaded = model if model is not None else load_model(model_dir, _DTYPES[config.dtype])
+        self.model = loaded.to(_device(config.device))
         mc = self.model.config
         self.tokenizer = HFTokenizer.from_dir(model_dir, mc.eos_token_ids)
         num_blocks = config.num_blocks or _blocks_for_budget(config, self.model)
@@ -370,6 +371,20 @@ def _describe(exc: BaseException) -> str:
 def _put_all(items: list[tuple[asyncio.Queue, Event]]) -> None:
     for queue, event in items:
         queue.put_nowait(event)
+
+
+def _device(name: str) -> torch.device:
+    """The torch device ``name`` names, checked to exist here (an engine that would fail at its
+    first step fails at start instead)."""
+    try:
+        device = torch.device(name)
+    except RuntimeError as exc:
+        raise InvalidRequestError(f"device {name!r} is not a torch device ({exc})") from None
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if device.type == "cuda" and (device.index or 0) >= count:
+        raise InvalidRequestError(f"device {name!r}: no such CUDA device here "
+                                  f"({count} visible)")
+    return device
 
 
 def _blocks_for_budget(config: EngineConfig, model) -> int:

@@ -91,13 +91,30 @@ class LlamaModel:
         self.dtype = embed.dtype
         self._q_size = config.num_heads * config.head_dim
         self._kv_size = config.num_kv_heads * config.head_dim
-        self.cos, self.sin = _rope_tables(config, self.dtype)
+        self.device = embed.device
+        self.cos, self.sin = (table.to(self.device) for table in _rope_tables(config, self.dtype))
         self._mask_cache: torch.Tensor | None = None
+
+    def to(self, device: str | torch.device) -> LlamaModel:
+        """This model with its weights on ``device`` (itself when they are there already).
+
+        NOTE: one code path for every device: only attention picks its kernels by device (CPU:
+        the blocked prefill and the native paged decode; elsewhere torch's SDPA and gather).
+        """
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        layers = [LayerWeights(*(None if t is None else t.to(device) for t in
+                                 (w.input_norm, w.qkv, w.qkv_bias, w.o_proj, w.post_norm, w.gate_up, w.down)))
+                  for w in self.layers]
+        embed = self.embed.to(device)
+        lm_head = embed if self.lm_head is self.embed else self.lm_head.to(device)
+        return LlamaModel(self.config, embed, layers, self.final_norm.to(device), lm_head)
 
     def allocate_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
         c = self.config
         shape = (c.num_layers, 2, c.num_kv_heads, num_blocks, block_size, c.head_dim)
-        return torch.zeros(shape, dtype=self.dtype)
+        return torch.zeros(shape, dtype=self.dtype, device=self.device)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
                 kv_cache: torch.Tensor) -> torch.Tensor:
@@ -131,7 +148,7 @@ class LlamaModel:
         k_cache.view(slot_shape).index_copy_(1, batch.slot_mapping, k.transpose(0, 1))
         v = v.view(num_tokens, c.num_kv_heads, c.head_dim).transpose(0, 1)
         v_cache.view(slot_shape).index_copy_(1, batch.slot_mapping, v)
-        out = torch.empty(num_tokens, c.num_heads, c.head_dim, dtype=q.dtype)
+        out = torch.empty(num_tokens, c.num_heads, c.head_dim, dtype=q.dtype, device=q.device)
         for seg in batch.prefills:
             out[seg.start:seg.end] = self._prefill_attention(q[seg.start:seg.end], seg, k_cache, v_cache)
         for group in batch.decodes:

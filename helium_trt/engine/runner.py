@@ -41,7 +41,8 @@ class ModelRunner:
         self.model = model
         self.block_size = block_size
         self.kv_cache = model.allocate_kv_cache(num_blocks, block_size)
-        self._slot_offsets = torch.arange(block_size)
+        self.device = model.device
+        self._slot_offsets = torch.arange(block_size, device=self.device)
 
     @torch.inference_mode()
     def run(self, sched: SchedulerOutput) -> StepResult:
@@ -54,7 +55,9 @@ class ModelRunner:
         sample_seqs = step.sample_seqs
         if not sample_seqs:
             return StepResult({})
-        logits = self.model.logits(hidden[step.sample_rows])
+        # NOTE: sampling runs on the CPU (per-request CPU generators keep seeded streams equal
+        # on every device); off the CPU that moves [rows, vocab] floats once a step.
+        logits = self.model.logits(hidden[step.sample_rows]).cpu()
         configs = [seq.request.sampling for seq in sample_seqs]
         generators = [self._generator(seq) for seq in sample_seqs]
         token_ids = sample(logits, configs, generators)
@@ -78,7 +81,7 @@ class ModelRunner:
             row = len(ids)
             ids.extend(seq.token_ids[start:end])
             pos.extend(range(start, end))
-            context_blocks = torch.tensor(seq.block_table[:-(-end // self.block_size)])
+            context_blocks = self._tensor(seq.block_table[:-(-end // self.block_size)])
             slots.append(self._slots(seq.block_table, start, end))
             prefills.append(PrefillSegment(row, row + chunk.num_tokens, context_blocks, end))
             if chunk.completes_prompt and not seq.is_warm_only:
@@ -95,12 +98,16 @@ class ModelRunner:
                 pos.append(len(seq.token_ids) - 1)
             slots.append(group_slots)
         batch = AttentionBatch(torch.cat(slots), prefills, decodes)
-        return PreparedStep(torch.tensor(ids), torch.tensor(pos), batch, torch.tensor(sample_rows), sample_seqs)
+        return PreparedStep(self._tensor(ids), self._tensor(pos), batch, self._tensor(sample_rows),
+                            sample_seqs)
+
+    def _tensor(self, values: list[int]) -> torch.Tensor:
+        return torch.tensor(values, device=self.device)
 
     def _slots(self, block_table: list[int], start: int, end: int) -> torch.Tensor:
         """KV slots of positions [start, end)."""
         first, last = start // self.block_size, -(-end // self.block_size)
-        blocks = torch.tensor(block_table[first:last])
+        blocks = self._tensor(block_table[first:last])
         slots = (blocks.unsqueeze(1) * self.block_size + self._slot_offsets).view(-1)
         offset = start - first * self.block_size
         return slots[offset:offset + end - start]
@@ -110,9 +117,9 @@ class ModelRunner:
         lengths = [len(seq.token_ids) for seq in seqs]
         num_blocks = -(-max(lengths) // bs)
         # Padding points at block 0: keys past a sequence's length are never attended to.
-        table = torch.tensor([seq.block_table[:num_blocks] + [0] * (num_blocks - min(num_blocks, len(seq.block_table)))
+        table = self._tensor([seq.block_table[:num_blocks] + [0] * max(0, num_blocks - len(seq.block_table))
                               for seq in seqs])
-        lengths_t = torch.tensor(lengths)
+        lengths_t = self._tensor(lengths)
         positions = lengths_t - 1
         new_slots = table.gather(1, (positions // bs).unsqueeze(1)).view(-1) * bs + positions % bs
         return DecodeGroup(start, table, lengths_t), new_slots
