@@ -176,13 +176,15 @@ def test_served_engine_timeout_fails_the_row_and_health_follows(own_server, tmp_
             started = time.monotonic()
             events = _run_one(served.address, "What is the capital of France?", 4)
             waited = time.monotonic() - started
-            errors = [e.error.message for e in events if e.WhichOneof("event") == "error"]
+            errors = [(service_pb2.ErrorCode.Name(e.error.code), e.error.message)
+                      for e in events if e.WhichOneof("event") == "error"]
             _wait_health(served.address, NOT_SERVING, 5)  # the server polls its engines
         finally:
             os.kill(own_server.pid, signal.SIGCONT)
         _wait_health(served.address, SERVING, 30)
         after = _run_one(served.address, "Name three primary colors.", 4)
-    assert len(errors) == 1 and own_server.url in errors[0], errors
+    assert len(errors) == 1 and errors[0][0] == "ERROR_CODE_UNAVAILABLE", errors
+    assert "operator 'a'" in errors[0][1] and own_server.url in errors[0][1]
     assert waited < IDLE_TIMEOUT_S + TIMEOUT_MARGIN_S
     assert [e.WhichOneof("event") for e in after].count("row_output") == 1
 
