@@ -105,6 +105,27 @@ def test_a_live_request_id_is_never_replaced_not_even_while_its_cancel_waits(emb
     assert engine.num_held_blocks() == 0
 
 
+def test_a_stream_abandoned_after_its_result_arrived_cancels_nothing(embedded_engine):
+    """Its id was free once the result was delivered and a new request took it: closing the
+    old stream without reading that result must not cancel the new request."""
+    engine = embedded_engine
+
+    async def main():
+        old = engine.generate(request("reused", _prompt(engine, "x"), max_tokens=2))
+        await anext(old)
+        while "reused" in engine._streams:  # the result is delivered, and not read
+            await asyncio.sleep(0.01)
+        new = engine.generate(request("reused", _prompt(engine, "y"), max_tokens=8,
+                                      ignore_eos=True))
+        await anext(new)
+        await old.aclose()  # abandons the delivered result
+        return [item async for item in new][-1]
+
+    result = asyncio.run(main())
+    assert result.finish_reason == "length" and len(result.output_token_ids) == 8
+    assert engine.num_held_blocks() == 0
+
+
 def _slow_forward(runner, seconds: float) -> None:
     """Make each forward pass last ``seconds`` longer, as a bigger model's would: the tiny
     model's steps are so short that few cancels would land while one is in flight."""
