@@ -52,7 +52,8 @@ def _write_workflow(path, system: str, name: str) -> None:
     path.write_text(yaml.safe_dump({"workflow": json_format.MessageToDict(workflow)}))
 
 
-def _helium_run(served, workdir, *flags: str, env_token: str | None = None):
+def _helium_run(served, workdir, *flags: str, env_token: str | None = None,
+                server: str | None = None):
     request = workdir / "ask.json"
     request.write_text(json_format.MessageToJson(
         one_call_request("Be brief.", "Which floor is the gym on?")))
@@ -61,7 +62,8 @@ def _helium_run(served, workdir, *flags: str, env_token: str | None = None):
         env["HELIUM_TOKEN"] = env_token
     return subprocess.run(
         [sys.executable, "-m", "helium_trt", "run", str(request), "--quiet", "--server",
-         served.address, *flags], capture_output=True, text=True, timeout=120, env=env)
+         server or served.address, *flags], capture_output=True, text=True, timeout=120,
+        env=env)
 
 
 def _tls_flags(pki, client_cert: bool = True) -> list[str]:
@@ -99,6 +101,15 @@ def test_bad_client_security_flags_exit_2_naming_the_flag(server):
     assert done.returncode == 2 and "--tls-ca" in done.stderr and "not a PEM file" in done.stderr
     done = _helium_run(served, workdir, "--tls-cert", str(pki.client_cert))
     assert done.returncode == 2 and "--tls-cert and --tls-key go together" in done.stderr
+
+
+def test_a_token_over_plaintext_to_another_host_is_warned_about(server):
+    served, _, workdir = server
+    # 127.0.0.2 is not one of the loopback names the warning spares; nothing listens there.
+    done = _helium_run(served, workdir, "--token-file", str(workdir / "token"),
+                       server="127.0.0.2:1")
+    assert "bearer tokens travel in plaintext to 127.0.0.2" in done.stderr
+    assert done.returncode == 2 and "UNAVAILABLE" in done.stderr, done.stderr
 
 
 def _cached_tokens(served, pki, token: str, system: str, question: str) -> int:
