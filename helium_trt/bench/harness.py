@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 import time
 from dataclasses import dataclass, field, replace
 from typing import Callable, ContextManager, Protocol, Sequence
@@ -175,15 +176,15 @@ def _figures(workload: Workload, system: System, wall_ms: float, log: CallLog,
 
 
 def merge_repeats(runs: Sequence[SystemRun]) -> list[SystemRun]:
-    """One SystemRun per system: its median run by wall time, carrying every run's wall time
-    and prefill computed (in run order)."""
+    """One SystemRun per system: the median wall time of its runs (of two: their mean), the
+    other figures from its first run, and every run's wall time and prefill computed."""
     by_system: dict[str, list[SystemRun]] = {}
     for run in runs:
         by_system.setdefault(run.system, []).append(run)
     merged = []
     for group in by_system.values():
-        median = sorted(group, key=lambda r: r.wall_ms)[(len(group) - 1) // 2]
-        merged.append(replace(median, wall_ms_all=[r.wall_ms for r in group],
+        walls = [r.wall_ms for r in group]
+        merged.append(replace(group[0], wall_ms=statistics.median(walls), wall_ms_all=walls,
                               prefill_computed_all=[r.prefill_computed for r in group]))
     return merged
 
@@ -228,8 +229,8 @@ def run_all(workloads: Sequence[Workload], systems: Sequence[System], factory: E
     ``warm_up``: each workload first runs once untimed under the kind's first system. The
     first run of a workload's shapes in a process was ~0.7 s slower (Trading, 1 row: 6.3 s, then
     5.4-5.6 s for any system), a cost that otherwise always fell on the first system listed.
-    ``repeat``: the systems run in turn that many times (A B A B), and each system's figures
-    are the median run's, with every run's wall time and prefill kept (``merge_repeats``).
+    ``repeat``: the systems run in turn that many times (A B A B); each system's wall time is
+    the median of its runs, with every run's wall time and prefill kept (``merge_repeats``).
     """
     runs: list[SystemRun] = []
     kinds = list(dict.fromkeys(s.engine for s in systems))

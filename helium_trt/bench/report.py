@@ -127,7 +127,7 @@ def markdown(report: dict) -> str:
     if meta.get("num_workers", 1) > 1 or meta.get("repeat", 1) > 1:
         lines.append(f"- {meta.get('num_workers', 1)} worker(s), {meta.get('num_threads')} "
                      f"torch thread(s) each; systems run in turn {meta.get('repeat', 1)} time(s): "
-                     "wall s is the median run's, (min-max) of all; calls per worker after it.")
+                     "wall s is their median, (min-max); calls per worker after the name.")
     ran = {b for systems in report["workloads"].values() for b in systems if b in BASELINES}
     baselines = [b for b in BASELINES if b in ran]
     columns = (*_COLUMNS[:3], *(f"x {b}" for b in baselines), *_COLUMNS[3:])

@@ -46,7 +46,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "--workers, 1)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run the systems in turn N times (A B A B) and report each one's "
-                             "median wall time with every run's (the spread)")
+                             "median wall time and the spread (min-max)")
     vllm = parser.add_mutually_exclusive_group()
     vllm.add_argument("--with-vllm", dest="with_vllm", action="store_true", default=None,
                       help="include the vLLM peer (default: when its venv exists)")
