@@ -24,7 +24,7 @@ from helium_trt.cache.public_prefixes import PublicPrefixes
 from helium_trt.engine.base import (
     DEFAULT_RETENTION_PRIORITY, Engine, EngineHealth, RetentionRange,
 )
-from helium_trt.errors import HeliumError, InvalidWorkflowError, ResourceExhaustedError
+from helium_trt.errors import InvalidWorkflowError, ResourceExhaustedError
 from helium_trt.optimizer import OptimizeContext, optimize
 from helium_trt.cache.trt import build_trt
 from helium_trt.optimizer.explain import Explanation, explain, to_json, to_text
@@ -322,7 +322,8 @@ class HeliumCore:
             for tokens, salt in kept:
                 computed += (await self._warm_one(engine, tokens, KEEP_WARM_PRIORITY, salt)
                              ).num_computed_tokens
-        except HeliumError as exc:  # down again: the next restart warms them again
+        except Exception as exc:  # noqa: BLE001 - a task's error would go unseen: log it
+            # Down again (its next restart warms them again), or an engine that cannot warm.
             log.warning("re-warming %d kept prefix(es) on a restarted engine of model %r "
                         "failed: %s", len(kept), model, exc)
             return
