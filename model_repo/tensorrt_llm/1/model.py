@@ -5,6 +5,7 @@ helium_trt.engine.trtllm_standin, sends what it returns and maps helium errors t
 Binds the TensorRT-LLM backend's KV-cache block and request gauges to Triton's custom metrics.
 """
 
+import gc
 import json
 import os
 
@@ -76,3 +77,8 @@ class TritonPythonModel:
 
     def finalize(self):
         self._server.close()
+        # NOTE: drop the metric families now, while the stub is alive: freed later, in the stub's
+        # own destructor, they segfault it (Triton python_backend's metrics-at-shutdown bug, fixed
+        # upstream after 2.51).
+        self._server = None
+        gc.collect()
