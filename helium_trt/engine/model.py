@@ -224,10 +224,10 @@ class LlamaModel:
             b = min(n, a + PREFILL_QUERY_BLOCK)
             rows, num_keys = b - a, first + b
             block_q = scaled[:, :, a:b].reshape(c.num_kv_heads, group * rows, c.head_dim)
-            scores = torch.matmul(block_q, k[:, :num_keys].transpose(-1, -2)).float()
+            scores = torch.matmul(block_q, k[:, :num_keys].transpose(-1, -2))
             scores.view(c.num_kv_heads, group, rows, num_keys)[..., num_keys - rows:].masked_fill_(
                 above_diagonal[:rows, :rows], float("-inf"))
-            probs = torch.softmax(scores, dim=-1).to(q.dtype)
+            probs = torch.softmax(scores, dim=-1)  # bf16 in and out, float32 inside
             out[:, :, a:b] = torch.matmul(probs, v[:, :num_keys]).view(out[:, :, a:b].shape)
         return out.permute(2, 0, 1, 3).reshape(n, c.num_heads, c.head_dim)
 
