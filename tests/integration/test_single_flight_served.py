@@ -152,3 +152,26 @@ def test_a_failed_shared_call_fails_every_row_waiting_for_it(long_tiny_model_dir
     assert failed == [(0, "e", "UNAVAILABLE"), (1, "e", "UNAVAILABLE")]
     assert all("injected fault" in e.message for e in result.errors)
     assert list(result.outputs) == [2]
+
+
+def test_runs_of_different_tenants_never_share_a_call(long_tiny_model_dir):
+    """Runs under two cache salts (two tenants) each make their own engine call."""
+    plan = two_step(ROWS[:1])
+
+    async def go():
+        real = make_engine(long_tiny_model_dir)
+        engine, caches = GatedEngine(real), RuntimeCaches()
+        try:
+            runs = [asyncio.ensure_future(collect(plan, [engine], caches=caches,
+                                                  options=replace(RunOptions(), cache_salt=salt)))
+                    for salt in ("tenant-a", "tenant-b")]
+            await engine.open_when(2)  # both runs' e: neither joined the other's
+            await engine.open_when(2)  # both judges
+            return await asyncio.gather(*runs)
+        finally:
+            await real.close()
+
+    results = asyncio.run(go())
+    assert [r.stats.num_shared_calls for r in results] == [0, 0]
+    assert [r.stats.num_llm_calls for r in results] == [2, 2]
+    assert results[0].outputs == results[1].outputs
