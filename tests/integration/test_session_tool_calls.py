@@ -131,7 +131,9 @@ def test_tool_calls_after_the_client_half_closed_fail_at_once(server):
         events = list(client.events)
     errors, outputs = _errors_and_outputs(events)
     assert not outputs and sorted(errors) == [0, 1]
-    assert all("closed its side of the Session before tool call" in e.message
+    # Whether a row's call was made before or after the half-close reached the server is a race;
+    # either way the row fails at once saying the client closed its side.
+    assert all("the client closed its side of the Session" in e.message and e.op_id == "lookup"
                for e in errors.values())
 
 
