@@ -58,3 +58,26 @@ def test_an_engine_on_a_missing_device_fails_at_start(tiny_model_dir):
         EmbeddedEngine(EngineConfig(model_dir=str(tiny_model_dir), num_blocks=8, device="cuda"))
     with pytest.raises(InvalidRequestError, match="not a torch device"):
         EmbeddedEngine(EngineConfig(model_dir=str(tiny_model_dir), num_blocks=8, device="gpu0"))
+
+
+def test_run_takes_a_device_and_refuses_one_it_does_not_have(tiny_model_dir, tmp_path):
+    import json
+    import subprocess
+    import sys
+
+    workflow = tmp_path / "wf.json"
+    workflow.write_text(json.dumps({"workflow": {"name": "one", "ops": [
+        {"id": "q", "input": {}}, {"id": "a", "llm": {"prompt": "q", "config": {"max_tokens": 2}}},
+        {"id": "out", "output": {"input": "a"}}]}, "rows": [{"q": "Name a color."}]}))
+
+    def run(*flags: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "helium_trt", "run", str(workflow), "--model",
+                               str(tiny_model_dir), "--threads", "1", *flags],
+                              capture_output=True, text=True, timeout=120)
+
+    done = run("--device", "cpu")
+    assert done.returncode == 0, done.stderr
+    assert "on cpu" in done.stderr
+    if not torch.cuda.is_available():
+        refused = run("--device", "cuda")
+        assert refused.returncode != 0 and "no such CUDA device" in refused.stderr

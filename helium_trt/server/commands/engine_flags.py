@@ -1,5 +1,5 @@
-"""``--threads`` and ``--dtype``: the embedded engine's runtime flags, shared by `run` and
-`serve` (not a command itself; cli.COMMAND_MODULES does not list it)."""
+"""``--threads``, ``--dtype`` and ``--device``: the embedded engine's runtime flags, shared by
+`run` and `serve` (not a command itself; cli.COMMAND_MODULES does not list it)."""
 
 from __future__ import annotations
 
@@ -19,14 +19,20 @@ def add_engine_flags(parser: argparse.ArgumentParser) -> None:
         help="embedded engine compute dtype (default bfloat16 where the CPU computes it natively "
              "(avx512_bf16/amx_bf16), else float32); bfloat16 outputs depend on how requests "
              "are batched, float32 ones do not")
+    parser.add_argument(
+        "--device", default=None, metavar="DEVICE",
+        help="torch device of the embedded engine: cpu, cuda, cuda:1 (default $HELIUM_DEVICE or "
+             "cpu); the same engine on a GPU, its weights and KV cache there")
 
 
 def engine_runtime(args: argparse.Namespace) -> dict:
-    """EngineConfig keyword arguments for the flags: ``num_threads`` and ``dtype``, resolved."""
+    """EngineConfig keyword arguments for the flags: ``num_threads``, ``dtype`` and ``device``,
+    resolved."""
+    from helium_trt.engine.config import default_device
     from helium_trt.engine.cpu import resolve_dtype, resolve_num_threads
 
     return {"num_threads": resolve_num_threads(args.threads),
-            "dtype": resolve_dtype(args.dtype)}
+            "dtype": resolve_dtype(args.dtype), "device": args.device or default_device()}
 
 
 def describe(engine) -> str:
@@ -34,4 +40,5 @@ def describe(engine) -> str:
     import torch
 
     dtype = str(engine.model.dtype).removeprefix("torch.")
-    return f"embedded engine: {dtype}, {torch.get_num_threads()} torch thread(s)"
+    return (f"embedded engine: {dtype}, {torch.get_num_threads()} torch thread(s), "
+            f"on {engine.model.device}")
