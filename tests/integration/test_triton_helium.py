@@ -5,7 +5,6 @@ model through BLS with the scheduler's retention priorities, and bad requests fa
 from __future__ import annotations
 
 import json
-import queue
 
 import numpy as np
 import pytest
@@ -17,6 +16,7 @@ from helium_trt.engine.base import DEFAULT_RETENTION_PRIORITY
 from helium_trt.scheduler import SchedulerConfig
 
 from runtime_helpers import outputs_in_process
+from triton_helpers import stream_through_helium as _stream_through_helium
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
@@ -41,32 +41,6 @@ def _request(rows, max_tokens=5) -> service_pb2.RunRequest:
 
 
 ROWS = [{"note": "Sales grew in Ohio."}, {"note": "A supplier went bankrupt."}]
-
-
-def _stream_through_helium(url: str, request: service_pb2.RunRequest) -> list:
-    """Every RunEvent the helium model streams for ``request`` (raises on a Triton error)."""
-    received: queue.Queue = queue.Queue()
-    client = grpcclient.InferenceServerClient(url)
-    client.start_stream(callback=lambda result, error: received.put((result, error)))
-    try:
-        tensor = grpcclient.InferInput("request", [1], "BYTES")
-        tensor.set_data_from_numpy(np.array([request.SerializeToString()], dtype=np.object_))
-        client.async_stream_infer("helium", [tensor], enable_empty_final_response=True)
-        events = []
-        while True:
-            result, error = received.get(timeout=120)
-            if error is not None:
-                raise error
-            response = result.get_response()
-            if response.outputs:
-                event = service_pb2.RunEvent()
-                event.ParseFromString(result.as_numpy("event").reshape(-1)[0])
-                events.append(event)
-            if response.parameters["triton_final_response"].bool_param:
-                return events
-    finally:
-        client.stop_stream()
-        client.close()
 
 
 def test_workflow_through_helium_matches_the_in_process_runtime(triton_server):

@@ -9,7 +9,7 @@ import shutil
 import pytest
 
 from auth_helpers import TOKEN_A, finished, one_call_request, write_tokens
-from test_triton_tenants import _stream
+from triton_helpers import stream_through_helium as _stream
 
 grpcclient = pytest.importorskip("tritonclient.grpc")
 
