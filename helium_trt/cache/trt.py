@@ -70,7 +70,7 @@ class TemplatedRadixTree:
                 node, rest = child, ()
                 break
             child_atoms = _atoms(child.edge)
-            n = _common_len(child_atoms, rest)
+            n = common_prefix_len(child_atoms, rest)
             if n < len(child_atoms):
                 child = _split(child, n)
             node, rest = child, rest[n:]
@@ -208,7 +208,10 @@ def _join(atoms) -> tuple[Segment, ...]:
     return tuple(out)
 
 
-def _common_len(a: tuple, b: tuple) -> int:
+def common_prefix_len(a: tuple, b: tuple) -> int:
+    """How many leading items ``a`` and ``b`` share."""
+    if b[:len(a)] == a:  # the common case of a whole match, compared in C
+        return len(a)
     n = 0
     for x, y in zip(a, b):
         if x != y:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
+from helium_trt.cache.trt import common_prefix_len
 from helium_trt.errors import ResourceExhaustedError
 from helium_trt.optimizer.known_prompts import known_prompt
 from helium_trt.optimizer.plan_values import RowValues
@@ -174,7 +175,7 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
             except ResourceExhaustedError as exc:
                 raise ResourceExhaustedError(f"operator {op_id!r}, row {row_index}: {exc}") \
                     from None
-            static_len = _common_len(prompt.head, known)
+            static_len = common_prefix_len(prompt.head, known)
             specs[cid] = CallSpec(cid, op_id, row_index, known, num_unknown,
                                   prompt.num_decode_tokens,
                                   tuple([dep + suffix for dep in deps[op_id]]), static_len)
@@ -228,17 +229,6 @@ def _known_tokens(op_id: str, prompt: _OpPrompt, values: RowValues, marks: dict[
         i = len(rest)
     known = tok.stable_prefix("".join(text)) if len(text) > 1 else prompt.head
     return known, prompt.unknown_from[i]
-
-
-def _common_len(a: tuple[int, ...], b: tuple[int, ...]) -> int:
-    if b[:len(a)] == a:
-        return len(a)
-    n = 0
-    for x, y in zip(a, b):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 def _estimate(plan: Plan, seg, lengths: OutputLengths, tok: PromptTokenizer) -> int:
