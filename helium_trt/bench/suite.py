@@ -103,8 +103,12 @@ def run_suite(config: SuiteConfig, write: Callable[[str], None]) -> tuple[dict, 
     if any(s.engine == "vllm" for s in systems):
         export = vllm_server.export_bf16(config.model_dir,
                                          config.model_dir.parent / (config.model_dir.name + "-bf16"))
+        # vLLM gets as many OpenMP threads as each engine has torch threads (both cores when
+        # torch's default is kept): the comparison is per thread, as in bench-engine.
+        threads = config.num_threads or os.cpu_count() or 1
         vllm = vllm_server.VllmConfig(venv=vllm_server.venv_path(), model_dir=export,
-                                      log_path=config.out_dir / "vllm_server.log")
+                                      log_path=config.out_dir / "vllm_server.log",
+                                      omp_threads_bind="0" if threads == 1 else f"0-{threads - 1}")
     engines = BenchEngines(config.model_dir, dtype=config.dtype, vllm=vllm,
                            num_workers=config.num_workers, num_threads=config.num_threads)
     workloads = build_workloads(config)
