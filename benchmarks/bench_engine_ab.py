@@ -25,25 +25,31 @@ from pathlib import Path
 
 import torch
 
-from helium_trt.engine import model as new_model
-from helium_trt.engine import runner as new_runner
 from helium_trt.engine.base import EngineRequest, SamplingConfig
-from helium_trt.engine.kv_manager import KVManager
-from helium_trt.engine.loader import load_model
-from helium_trt.engine.scheduler import PrefillChunk, SchedulerOutput
-from helium_trt.engine.sequence import Sequence
+from helium_trt.engine.embedded import model as new_model
+from helium_trt.engine.embedded import runner as new_runner
+from helium_trt.engine.embedded.kv_manager import KVManager
+from helium_trt.engine.embedded.loader import load_model
+from helium_trt.engine.embedded.scheduler import PrefillChunk, SchedulerOutput
+from helium_trt.engine.embedded.sequence import Sequence
 
 BS, NUM_BLOCKS = 16, 4096
 
 
 def _old_modules(rev: str, where: Path):
     """REV's model.py and runner.py, imported under other names (runner importing that model)."""
-    def show(path: str) -> str:
-        return subprocess.run(["git", "show", f"{rev}:{path}"], check=True, capture_output=True,
-                              text=True).stdout
-    (where / "old_model.py").write_text(show("helium_trt/engine/model.py"))
-    (where / "old_runner.py").write_text(show("helium_trt/engine/runner.py").replace(
-        "from helium_trt.engine.model import", "from old_model import"))
+    def show(name: str) -> str:
+        # The embedded engine moved into engine/embedded/; older revisions have it in engine/.
+        for path in (f"helium_trt/engine/embedded/{name}", f"helium_trt/engine/{name}"):
+            shown = subprocess.run(["git", "show", f"{rev}:{path}"], capture_output=True, text=True)
+            if shown.returncode == 0:
+                return shown.stdout
+        raise SystemExit(f"{rev} has no engine {name}")
+    (where / "old_model.py").write_text(show("model.py"))
+    runner = show("runner.py")
+    for module in ("helium_trt.engine.embedded.model", "helium_trt.engine.model"):
+        runner = runner.replace(f"from {module} import", "from old_model import")
+    (where / "old_runner.py").write_text(runner)
     sys.path.insert(0, str(where))
     modules = []
     for name in ("old_model", "old_runner"):

@@ -1,4 +1,4 @@
-"""bench-engine's step figures (engine/bench_steps.py: prefill tokens/s at 1,024 and 2,048
+"""bench-engine's step figures (engine/embedded/bench_steps.py: prefill tokens/s at 1,024 and 2,048
 tokens, the decode step at 8 sequences) for whichever helium_trt comes first on sys.path, so
 another revision can be measured against the work tree, one process each, alternating:
 
@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 
-_STEPS = Path(__file__).resolve().parents[1] / "helium_trt" / "engine" / "bench_steps.py"
+_STEPS = Path(__file__).resolve().parents[1] / "helium_trt" / "engine" / "embedded" / "bench_steps.py"
 
 
 def main() -> int:
@@ -30,9 +30,12 @@ def main() -> int:
     spec = importlib.util.spec_from_file_location("work_tree_bench_steps", _STEPS)
     steps = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(steps)
-    import helium_trt.engine.model as model_module
+    import helium_trt
     from helium_trt.engine.config import EngineConfig
-    from helium_trt.engine.embedded import EmbeddedEngine
+    try:
+        from helium_trt.engine.embedded.engine import EmbeddedEngine
+    except ImportError:  # a revision from before the engine moved into engine/embedded/
+        from helium_trt.engine.embedded import EmbeddedEngine
 
     model_dir = sys.argv[2] if len(sys.argv) > 2 else "models/SmolLM2-135M-Instruct"
     engine = EmbeddedEngine(EngineConfig(model_dir=model_dir, dtype="bfloat16", num_threads=1))
@@ -42,7 +45,7 @@ def main() -> int:
                                                  f"{sys.argv[1]}-{time.time_ns()}", lambda line: None))
     finally:
         asyncio.run(engine.close())
-    print(json.dumps({"tag": sys.argv[1], "package": str(Path(model_module.__file__).parents[2]), **figures}))
+    print(json.dumps({"tag": sys.argv[1], "package": str(Path(helium_trt.__file__).parents[1]), **figures}))
     return 0
 
 

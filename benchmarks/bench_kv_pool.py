@@ -41,7 +41,7 @@ from helium_trt.api.convert import load_request_file, plan_from_proto
 from helium_trt.api.events import run_request_inputs
 from helium_trt.api.helium.v1 import workflow_pb2
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 from helium_trt.runtime.events import RowOutput, RunError
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.planning import RuntimeCaches
@@ -279,7 +279,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model
         if model_dir is None:
-            from helium_trt.engine.tiny_model import TinyModelConfig, build_tiny_model
+            from helium_trt.engine.embedded.tiny_model import TinyModelConfig, build_tiny_model
             model_dir = build_tiny_model(Path(tmp) / "tiny", TinyModelConfig(max_position_embeddings=4096))
         what = args.request or f"the two-call workflow ({args.words}-word questions, max_tokens {args.max_tokens})"
         print(f"{args.clients} clients of {what}; torch threads {torch.get_num_threads()}")

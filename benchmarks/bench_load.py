@@ -178,7 +178,7 @@ def main(argv=None) -> int:
         tmp = Path(tmp)
         model_dir = args.model
         if model_dir is None:
-            from helium_trt.engine.tiny_model import build_tiny_model
+            from helium_trt.engine.embedded.tiny_model import build_tiny_model
             model_dir = build_tiny_model(tmp / "tiny")
         requests = requests_for(args.clients, args.max_tokens)
         (tmp / "roomy").mkdir()

@@ -16,7 +16,7 @@ from helium_trt.engine.config import default_model_dir
 _CHILD = """
 import sys, time, torch
 torch.set_num_threads(1)
-from helium_trt.engine.loader import load_model
+from helium_trt.engine.embedded.loader import load_model
 def status():
     fields = dict(line.split(":", 1) for line in open("/proc/self/status"))
     return {k: int(fields[k].split()[0]) // 1024 for k in ("VmHWM", "VmRSS", "RssAnon", "RssFile")}

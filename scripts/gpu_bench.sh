@@ -33,15 +33,15 @@ log "device: $DEVICE ($(python3 -c "import torch; print(torch.cuda.get_device_na
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null | tee "$OUT/nvidia_smi.csv" || true
 
 log "1/4 random-weight $SHAPE model in $WORK/model"
-timeout 300 python3 -m helium_trt.engine.random_model --shape "$SHAPE" --tokenizer "$TOKENIZER" --out "$WORK/model"
+timeout 300 python3 -m helium_trt.engine.embedded.random_model --shape "$SHAPE" --tokenizer "$TOKENIZER" --out "$WORK/model"
 
 log "2/4 same code path: greedy tokens on $DEVICE equal the CPU's (tiny model, float32)"
-timeout 120 python3 -m helium_trt.engine.random_model --shape tiny --tokenizer "$TOKENIZER" --out "$WORK/tiny"
+timeout 120 python3 -m helium_trt.engine.embedded.random_model --shape tiny --tokenizer "$TOKENIZER" --out "$WORK/tiny"
 timeout 300 python3 - "$WORK/tiny" "$DEVICE" <<'PY' | tee "$OUT/same_code_path_${DEVICE}.txt" || echo "WARNING: $DEVICE and cpu differ (kept going)"
 import asyncio, sys
 from helium_trt.engine.base import EngineRequest, SamplingConfig
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 
 async def tokens(engine, prompts):
     async def one(i, p):

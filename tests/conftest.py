@@ -10,7 +10,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory):
     """A tiny random-weight Llama model with a trained BPE tokenizer (built once per session)."""
-    from helium_trt.engine.tiny_model import build_tiny_model
+    from helium_trt.engine.embedded.tiny_model import build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_model"))
 
@@ -19,7 +19,7 @@ def tiny_model_dir(tmp_path_factory):
 def embedded_engine(tiny_model_dir):
     """A fresh EmbeddedEngine on the tiny model (256 blocks of 16 tokens), closed afterwards."""
     from helium_trt.engine.config import EngineConfig
-    from helium_trt.engine.embedded import EmbeddedEngine
+    from helium_trt.engine.embedded.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(EngineConfig(model_dir=str(tiny_model_dir), num_blocks=256,
                                          max_num_batched_tokens=128, dtype="float32"))

@@ -10,7 +10,7 @@ from helium_trt.bench import vllm_server
 from helium_trt.bench.systems import System
 from helium_trt.engine.base import Engine, EngineInfo
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 from helium_trt.engine.openai import OpenAIHttpEngine
 from helium_trt.engine.tokenizer import HFTokenizer
 

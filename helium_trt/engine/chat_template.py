@@ -21,7 +21,7 @@ import jinja2
 import jinja2.ext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from helium_trt.engine.model_config import MalformedModelError
+from helium_trt.engine.embedded.model_config import MalformedModelError
 from helium_trt.plan.chat import ChatFormat, ChatTemplateError, Conversation, chatml
 
 # tokenizer_config.json keys whose strings a template sees under the same names.

@@ -17,7 +17,7 @@ from tokenizers import Tokenizer as RustTokenizer
 from tokenizers.decoders import DecodeStream
 
 from helium_trt.engine.chat_template import chat_format_for, read_chat_template
-from helium_trt.engine.model_config import MalformedModelError
+from helium_trt.engine.embedded.model_config import MalformedModelError
 from helium_trt.engine.prompt_encoder import ChunkMemo, PromptEncoder, encode_text
 from helium_trt.plan.chat import CHATML_TOKENS, ChatFormat
 

@@ -16,9 +16,9 @@ from google.protobuf import text_format
 
 from helium_trt.api.helium.v1 import service_pb2
 from helium_trt.api.wire import parse_message
-from helium_trt.engine.bls import BlsTransport
+from helium_trt.engine.triton.bls import BlsTransport
 from helium_trt.engine.config import MODEL_DIR_ENV, default_model_dir
-from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
+from helium_trt.engine.triton.client import TritonEngine, TritonEngineConfig
 from helium_trt.errors import ModelNotFoundError
 from helium_trt.server.core import HeliumCore, ServerLimits, check_limits
 from helium_trt.server.tenants import Tenant, TokenTable, tenant_from_parameter

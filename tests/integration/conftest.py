@@ -49,7 +49,7 @@ class TritonDeployment:
         return matches[-1]
 
     def engine_config(self, **overrides):
-        from helium_trt.engine.triton import TritonEngineConfig
+        from helium_trt.engine.triton.client import TritonEngineConfig
 
         return TritonEngineConfig(url=self.grpc_url, tokenizer_dir=str(self.model_dir), **overrides)
 
@@ -57,7 +57,7 @@ class TritonDeployment:
 @pytest.fixture(scope="session")
 def long_tiny_model_dir(tmp_path_factory):
     """The tiny model with a 4096-token window, so the example workflows' prompts fit."""
-    from helium_trt.engine.tiny_model import TinyModelConfig, build_tiny_model
+    from helium_trt.engine.embedded.tiny_model import TinyModelConfig, build_tiny_model
 
     return build_tiny_model(tmp_path_factory.mktemp("tiny_long"),
                             TinyModelConfig(max_position_embeddings=4096))
@@ -77,7 +77,7 @@ def triton_server(triton_model_dir, tmp_path_factory):
         yield TritonDeployment(url, triton_model_dir, None, None)
         return
     from helium_trt.engine.config import MODEL_DIR_ENV
-    from helium_trt.engine.trtllm_standin import DTYPE_ENV, RECORD_PATH_ENV
+    from helium_trt.engine.triton.trtllm_standin import DTYPE_ENV, RECORD_PATH_ENV
     from helium_trt.errors import EngineUnavailableError
     from helium_trt.server.triton_launcher import TritonLaunchConfig, TritonServer, find_tritonserver
 

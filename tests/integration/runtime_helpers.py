@@ -15,7 +15,7 @@ from google.protobuf import json_format
 
 
 def make_engine(model_dir, num_blocks=1024):
-    from helium_trt.engine.embedded import EmbeddedEngine
+    from helium_trt.engine.embedded.engine import EmbeddedEngine
 
     # float32: outputs are compared across runs, and bfloat16 ones depend on batch shapes.
     return EmbeddedEngine(EngineConfig(model_dir=str(model_dir), num_blocks=num_blocks,

@@ -10,8 +10,8 @@ from engine_helpers import request, run_all
 
 from helium_trt.engine.base import EngineRequest, RetentionRange
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
-from helium_trt.engine.model_config import MalformedModelError
+from helium_trt.engine.embedded.engine import EmbeddedEngine
+from helium_trt.engine.embedded.model_config import MalformedModelError
 from helium_trt.errors import InvalidRequestError, ModelNotFoundError, ResourceExhaustedError
 
 

@@ -8,12 +8,12 @@ import os
 import pytest
 import torch
 
-from helium_trt.engine.bench_steps import (
+from helium_trt.engine.embedded.bench_steps import (
     StepBenchConfig, cold_prompt, process_cpu_seconds, session_cpu_seconds, step_figures,
 )
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
-from helium_trt.engine.random_model import SHAPES, build_random_model
+from helium_trt.engine.embedded.engine import EmbeddedEngine
+from helium_trt.engine.embedded.random_model import SHAPES, build_random_model
 from helium_trt.errors import InvalidRequestError
 
 

@@ -7,8 +7,8 @@ import asyncio
 from engine_helpers import request, run_all
 
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.convert import is_model_dir
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.convert import is_model_dir
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 from helium_trt.server.cli import main
 
 

@@ -12,8 +12,8 @@ import pytest
 from engine_helpers import collect, request, run_all
 
 from helium_trt.engine.base import Engine, EngineHealth, RequestResult
-from helium_trt.engine.runner import ModelRunner
-from helium_trt.engine.scheduler import Scheduler
+from helium_trt.engine.embedded.runner import ModelRunner
+from helium_trt.engine.embedded.scheduler import Scheduler
 from helium_trt.errors import EngineUnavailableError
 
 

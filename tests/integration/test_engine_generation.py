@@ -8,7 +8,7 @@ from engine_helpers import collect, request, run_all
 
 from helium_trt.engine.base import Engine, RequestResult, RetentionRange
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 
 
 def _prompt(engine, text="Name three primary colors. ", times=3):
@@ -144,7 +144,7 @@ def test_decode_in_length_groups_gives_the_one_group_tokens(embedded_engine, mon
     # sequence gets its own decode attention group, which must not change a single token.
     import dataclasses
 
-    import helium_trt.engine.runner as runner
+    import helium_trt.engine.embedded.runner as runner
 
     def requests(tag):
         return [dataclasses.replace(
@@ -159,9 +159,9 @@ def test_decode_in_length_groups_gives_the_one_group_tokens(embedded_engine, mon
 
 
 def test_decode_groups_sort_by_length_and_bound_the_padded_slots(monkeypatch):
-    import helium_trt.engine.runner as runner
+    import helium_trt.engine.embedded.runner as runner
     from helium_trt.engine.base import EngineRequest, SamplingConfig
-    from helium_trt.engine.sequence import Sequence
+    from helium_trt.engine.embedded.sequence import Sequence
 
     monkeypatch.setattr(runner, "DECODE_GROUP_SLOTS", 64)
     seqs = [Sequence.from_request(EngineRequest(f"s{n}", tuple(range(n)), SamplingConfig()), i)

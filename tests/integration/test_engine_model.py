@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from helium_trt.engine.loader import load_model
-from helium_trt.engine.model import AttentionBatch, DecodeGroup, PrefillSegment
+from helium_trt.engine.embedded.loader import load_model
+from helium_trt.engine.embedded.model import AttentionBatch, DecodeGroup, PrefillSegment
 from helium_trt.engine.tokenizer import HFTokenizer
 
 transformers = pytest.importorskip("transformers")
@@ -52,7 +52,7 @@ def test_blocked_prefill_over_several_query_blocks_matches_transformers(tiny_mod
                                                                          splits):
     """Chunks longer than PREFILL_QUERY_BLOCK, starting on and off its boundaries, after a
     cached prefix or not: every row's logits as transformers computes them."""
-    from helium_trt.engine.model import PREFILL_QUERY_BLOCK
+    from helium_trt.engine.embedded.model import PREFILL_QUERY_BLOCK
 
     ids = (prompts[0] * 4)[:splits[-1]]
     assert len(ids) == splits[-1] > 2 * PREFILL_QUERY_BLOCK
@@ -73,7 +73,7 @@ def test_blocked_prefill_over_several_query_blocks_matches_transformers(tiny_mod
 def decode_path(request, monkeypatch):
     """Decode attention by the native paged kernel (used while torch runs one thread), or by
     torch's gather path (the kernel switched off)."""
-    from helium_trt.engine import native
+    from helium_trt.engine.embedded import native
 
     threads = torch.get_num_threads()
     if request.param == "native":
@@ -126,8 +126,8 @@ def test_greedy_generation_equals_transformers(embedded_engine, hf_model, prompt
 def test_native_paged_decode_equals_the_gather_path(dtype):
     """The kernel on ragged lengths (one key, block boundaries, a long context), scattered and
     padded block tables and grouped-query heads: the torch path's result within rounding."""
-    from helium_trt.engine import native
-    from helium_trt.engine.model import _decode_attention_by_gather
+    from helium_trt.engine.embedded import native
+    from helium_trt.engine.embedded.model import _decode_attention_by_gather
 
     kernel = native.paged_decode()
     if kernel is None:

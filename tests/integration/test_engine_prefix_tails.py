@@ -9,7 +9,7 @@ import asyncio
 from engine_helpers import request, run_all
 
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 
 SAMPLED = dict(max_tokens=6, temperature=0.8, ignore_eos=True)
 

@@ -9,7 +9,7 @@ from engine_helpers import request, run_all
 
 from helium_trt.engine.base import EngineRequest, RetentionRange, SamplingConfig, TokenDelta
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 
 
 def test_cancel_a_thousand_requests_mid_flight_frees_every_block(embedded_engine):

@@ -8,7 +8,7 @@ import pytest
 from engine_helpers import request, run_all
 
 from helium_trt.engine.config import EngineConfig, default_model_dir
-from helium_trt.engine.convert import is_model_dir
+from helium_trt.engine.embedded.convert import is_model_dir
 
 MODEL_DIR = default_model_dir()
 
@@ -21,7 +21,7 @@ pytestmark = [
 
 
 def test_smollm2_names_the_primary_colors():
-    from helium_trt.engine.embedded import EmbeddedEngine
+    from helium_trt.engine.embedded.engine import EmbeddedEngine
 
     engine = EmbeddedEngine(EngineConfig(model_dir=str(MODEL_DIR)))
     try:

@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from helium_trt.engine.loader import load_model
-from helium_trt.engine.model_config import MalformedModelError
+from helium_trt.engine.embedded.loader import load_model
+from helium_trt.engine.embedded.model_config import MalformedModelError
 
 WEIGHTS = ("qkv", "o_proj", "gate_up", "down", "input_norm", "post_norm")
 

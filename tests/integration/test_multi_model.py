@@ -22,7 +22,7 @@ import pytest
 from helium_trt.api.convert import load_request_file, rows_from_proto, rows_to_proto
 from helium_trt.api.events import run_request_inputs
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc
-from helium_trt.engine.tiny_model import TinyModelConfig, build_tiny_model
+from helium_trt.engine.embedded.tiny_model import TinyModelConfig, build_tiny_model
 
 from runtime_helpers import collect, make_engine
 from serve_helpers import serve

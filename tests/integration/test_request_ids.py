@@ -63,7 +63,7 @@ def test_embedded_engine_refuses_a_live_request_id(embedded_engine):
 
 @pytest.mark.slow
 def test_triton_engine_refuses_a_live_request_id(triton_server):
-    from helium_trt.engine.triton import TritonEngine
+    from helium_trt.engine.triton.client import TritonEngine
 
     async def main():
         engine = await TritonEngine.connect(triton_server.engine_config())

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from helium_trt.engine.cpu import cpu_flags, has_native_bf16, resolve_dtype, resolve_num_threads
+from helium_trt.engine.embedded.cpu import cpu_flags, has_native_bf16, resolve_dtype, resolve_num_threads
 from helium_trt.errors import InvalidRequestError
 from serve_helpers import serve
 
@@ -94,7 +94,7 @@ def test_serve_refuses_zero_threads(tiny_model_dir):
 
 
 def test_standin_reads_dtype_and_threads_from_config_and_environment():
-    from helium_trt.engine.trtllm_standin import DTYPE_ENV, THREADS_ENV, StandInConfig
+    from helium_trt.engine.triton.trtllm_standin import DTYPE_ENV, THREADS_ENV, StandInConfig
 
     text = (ROOT / "model_repo" / "tensorrt_llm" / "config.pbtxt").read_text()
     params = dict(re.findall(r'key: "(\w+)", value: \{ string_value: "([^"]*)" \}', text))

@@ -7,7 +7,7 @@ import math
 import torch
 
 from helium_trt.engine.base import SamplingConfig
-from helium_trt.engine.sampler import make_generator, sample
+from helium_trt.engine.embedded.sampler import make_generator, sample
 
 
 def _draw(logits: torch.Tensor, config: SamplingConfig, n: int) -> list[int]:

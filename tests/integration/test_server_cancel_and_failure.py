@@ -30,8 +30,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from helium_trt.api.convert import rows_to_proto
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc, workflow_pb2
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
-from helium_trt.engine.runner import ModelRunner
+from helium_trt.engine.embedded.engine import EmbeddedEngine
+from helium_trt.engine.embedded.runner import ModelRunner
 from helium_trt.server.core import HeliumCore
 from helium_trt.server.grpc_service import SERVICE_NAME, start_server
 from helium_trt.server.health import HealthPolicy

@@ -15,7 +15,7 @@ import tritonclient.grpc.aio as grpcclient_aio
 
 from engine_helpers import collect
 from helium_trt.engine.base import EngineRequest, RetentionRange, SamplingConfig
-from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
+from helium_trt.engine.triton.client import TritonEngine, TritonEngineConfig
 from helium_trt.errors import EngineUnavailableError, InvalidRequestError, ModelNotFoundError
 from helium_trt.server.triton_launcher import pick_free_port
 

@@ -9,7 +9,7 @@ import random
 import pytest
 
 from helium_trt.engine.base import EngineRequest, RequestResult, SamplingConfig, TokenDelta
-from helium_trt.engine.triton import TritonEngine
+from helium_trt.engine.triton.client import TritonEngine
 from engine_helpers import collect
 
 pytestmark = pytest.mark.slow

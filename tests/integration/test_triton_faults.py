@@ -27,7 +27,7 @@ from tritonclient.utils import InferenceServerException
 from helium_trt.api.convert import rows_to_proto
 from helium_trt.api.helium.v1 import service_pb2, service_pb2_grpc, workflow_pb2
 from helium_trt.engine.base import EngineRequest, SamplingConfig
-from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
+from helium_trt.engine.triton.client import TritonEngine, TritonEngineConfig
 from helium_trt.errors import EngineUnavailableError
 from engine_helpers import collect
 

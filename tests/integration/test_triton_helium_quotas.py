@@ -21,7 +21,7 @@ def triton_with_tenants(triton_server, triton_model_dir, tmp_path_factory):
         pytest.skip("starts its own server on model_repo/'s CPU stand-in")
     from conftest import REPO_ROOT
     from helium_trt.engine.config import MODEL_DIR_ENV
-    from helium_trt.engine.trtllm_standin import DTYPE_ENV
+    from helium_trt.engine.triton.trtllm_standin import DTYPE_ENV
     from helium_trt.server.triton_launcher import TritonLaunchConfig, TritonServer
 
     workdir = tmp_path_factory.mktemp("triton_quotas")

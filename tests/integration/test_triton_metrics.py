@@ -11,7 +11,7 @@ import urllib.request
 import pytest
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig, TokenDelta
-from helium_trt.engine.triton import TritonEngine
+from helium_trt.engine.triton.client import TritonEngine
 
 pytestmark = pytest.mark.slow
 

@@ -42,7 +42,7 @@ def siblings():
 
 
 def test_two_triton_workers_colocate_siblings_with_their_leader(triton_server):
-    from helium_trt.engine.triton import TritonEngine
+    from helium_trt.engine.triton.client import TritonEngine
 
     plan = siblings()
 

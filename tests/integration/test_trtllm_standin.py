@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig
-from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
-from helium_trt.engine.trtllm_metrics import TrtllmGauges
-from helium_trt.engine.trtllm_standin import StandInConfig, StandInServer
+from helium_trt.engine.triton.trtllm_contract import request_to_tensors, response_to_update
+from helium_trt.engine.triton.trtllm_metrics import TrtllmGauges
+from helium_trt.engine.triton.trtllm_standin import StandInConfig, StandInServer
 from helium_trt.errors import InvalidRequestError, RequestCancelledError
 
 

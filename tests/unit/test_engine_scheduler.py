@@ -6,9 +6,9 @@ import ast
 import pathlib
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig
-from helium_trt.engine.kv_manager import KVManager
-from helium_trt.engine.scheduler import Scheduler, SchedulerConfig
-from helium_trt.engine.sequence import Sequence
+from helium_trt.engine.embedded.kv_manager import KVManager
+from helium_trt.engine.embedded.scheduler import Scheduler, SchedulerConfig
+from helium_trt.engine.embedded.sequence import Sequence
 
 BS = 4
 
@@ -144,7 +144,7 @@ def test_a_request_waits_for_a_running_prefill_of_its_prefix_instead_of_computin
 
 
 def test_engine_core_logic_imports_no_torch():
-    engine_dir = pathlib.Path(__file__).resolve().parents[2] / "helium_trt" / "engine"
+    engine_dir = pathlib.Path(__file__).resolve().parents[2] / "helium_trt" / "engine" / "embedded"
     for name in ("scheduler.py", "kv_manager.py", "sequence.py"):
         tree = ast.parse((engine_dir / name).read_text())
         modules = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]

@@ -4,9 +4,9 @@ the running prefill and then copies its partly filled last block; different tail
 from __future__ import annotations
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig
-from helium_trt.engine.kv_manager import KVManager
-from helium_trt.engine.scheduler import Scheduler, SchedulerConfig
-from helium_trt.engine.sequence import Sequence
+from helium_trt.engine.embedded.kv_manager import KVManager
+from helium_trt.engine.embedded.scheduler import Scheduler, SchedulerConfig
+from helium_trt.engine.embedded.sequence import Sequence
 
 BS = 4
 

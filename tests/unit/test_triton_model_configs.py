@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from helium_trt.engine.base import EngineRequest, RetentionRange, SamplingConfig
-from helium_trt.engine.trtllm_contract import request_to_tensors
+from helium_trt.engine.triton.trtllm_contract import request_to_tensors
 
 model_config_pb2 = pytest.importorskip("tritonclient.grpc.model_config_pb2")
 text_format = pytest.importorskip("google.protobuf.text_format")

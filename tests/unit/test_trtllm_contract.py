@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from helium_trt.engine.base import EngineRequest, RequestResult, RetentionRange, SamplingConfig
-from helium_trt.engine.trtllm_contract import (
+from helium_trt.engine.triton.trtllm_contract import (
     decode_word_list,
     encode_word_list,
     perf_tensors,

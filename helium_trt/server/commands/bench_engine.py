@@ -32,8 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from helium_trt.engine.bench import BenchConfig, run_bench
-    from helium_trt.engine.bench_steps import StepBenchConfig
+    from helium_trt.engine.embedded.bench import BenchConfig, run_bench
+    from helium_trt.engine.embedded.bench_steps import StepBenchConfig
 
     report = run_bench(BenchConfig(model_dir=args.model or default_model_dir(), run_hf=not args.no_hf,
                                   dtype=args.dtype, device=args.device or default_device(),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from helium_trt.engine.cpu import DTYPES
+from helium_trt.engine.embedded.cpu import DTYPES
 
 
 def add_engine_flags(parser: argparse.ArgumentParser) -> None:
@@ -29,7 +29,7 @@ def engine_runtime(args: argparse.Namespace) -> dict:
     """EngineConfig keyword arguments for the flags: ``num_threads``, ``dtype`` and ``device``,
     resolved."""
     from helium_trt.engine.config import default_device
-    from helium_trt.engine.cpu import resolve_dtype, resolve_num_threads
+    from helium_trt.engine.embedded.cpu import resolve_dtype, resolve_num_threads
 
     return {"num_threads": resolve_num_threads(args.threads),
             "dtype": resolve_dtype(args.dtype), "device": args.device or default_device()}

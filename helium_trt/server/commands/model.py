@@ -25,14 +25,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from helium_trt.engine.convert import fetch_smollm2
+    from helium_trt.engine.embedded.convert import fetch_smollm2
 
     fetch_smollm2(args.dest or default_model_dir(), progress=lambda line: print(line, flush=True))
     return 0
 
 
 def _build_tiny(args: argparse.Namespace) -> int:
-    from helium_trt.engine.tiny_model import build_tiny_model
+    from helium_trt.engine.embedded.tiny_model import build_tiny_model
 
     print(f"tiny model written to {build_tiny_model(args.dest)}")
     return 0

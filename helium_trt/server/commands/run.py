@@ -106,7 +106,7 @@ def _apply_flags(options, args):
 def _open_engine(args: argparse.Namespace):
     """One embedded engine per --model, by name (the first is the default)."""
     from helium_trt.engine.config import EngineConfig
-    from helium_trt.engine.embedded import EmbeddedEngine
+    from helium_trt.engine.embedded.engine import EmbeddedEngine
     from helium_trt.runtime.models import ModelSet, ServedModel
     from helium_trt.server.commands.model_flags import parse_models
 

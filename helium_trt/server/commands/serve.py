@@ -116,7 +116,7 @@ async def open_engines(args: argparse.Namespace, wrap=lambda engines: engines) -
                                               args.engine_timeout or None)
             served.append(ServedModel(m.name, tuple(wrap(engines))))
         return ModelSet(served)
-    from helium_trt.engine.triton import TritonEngine, TritonEngineConfig
+    from helium_trt.engine.triton.client import TritonEngine, TritonEngineConfig
 
     triton_names = triton_models(args.triton_model, models)
     for m in models:
@@ -129,7 +129,7 @@ async def open_engines(args: argparse.Namespace, wrap=lambda engines: engines) -
 
 def _embedded(args: argparse.Namespace, model: ModelFlag) -> list:
     from helium_trt.engine.config import EngineConfig
-    from helium_trt.engine.embedded import EmbeddedEngine
+    from helium_trt.engine.embedded.engine import EmbeddedEngine
 
     config = EngineConfig(model_dir=str(model.model_dir), kv_cache_mb=args.kv_cache_mb,
                           num_blocks=args.kv_cache_blocks,

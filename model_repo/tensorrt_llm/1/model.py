@@ -1,7 +1,7 @@
 """Triton adapter for the CPU stand-in of the ``tensorrt_llm`` model (Python backend, decoupled).
 
 Reads the config parameters and request tensors, hands them to
-helium_trt.engine.trtllm_standin, sends what it returns and maps helium errors to TritonError.
+helium_trt.engine.triton.trtllm_standin, sends what it returns and maps helium errors to TritonError.
 Binds the TensorRT-LLM backend's KV-cache block and request gauges to Triton's custom metrics.
 """
 
@@ -11,8 +11,8 @@ import os
 
 import triton_python_backend_utils as pb_utils
 
-from helium_trt.engine.trtllm_metrics import TrtllmGauges
-from helium_trt.engine.trtllm_standin import StandInConfig, StandInServer
+from helium_trt.engine.triton.trtllm_metrics import TrtllmGauges
+from helium_trt.engine.triton.trtllm_standin import StandInConfig, StandInServer
 from helium_trt.errors import (
     EngineUnavailableError,
     InvalidRequestError,

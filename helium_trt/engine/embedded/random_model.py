@@ -4,7 +4,7 @@ For timing the engine where no real weights can be fetched (a lent GPU machine r
 the shapes, dtypes and tokenizer are real, the weights are noise, so token counts and timings
 mean what they mean for a trained model, outputs do not.
 
-``python -m helium_trt.engine.random_model --shape llama-1b --tokenizer DIR --out DIR``
+``python -m helium_trt.engine.embedded.random_model --shape llama-1b --tokenizer DIR --out DIR``
 """
 
 from __future__ import annotations

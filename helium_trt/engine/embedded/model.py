@@ -15,8 +15,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from helium_trt.engine import native
-from helium_trt.engine.model_config import ModelConfig
+from helium_trt.engine.embedded import native
+from helium_trt.engine.embedded.model_config import ModelConfig
 
 
 @dataclass(slots=True)

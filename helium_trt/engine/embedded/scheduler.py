@@ -19,8 +19,8 @@ from __future__ import annotations
 import heapq
 from dataclasses import dataclass, field
 
-from helium_trt.engine.kv_manager import KVManager
-from helium_trt.engine.sequence import Sequence, SeqStatus
+from helium_trt.engine.embedded.kv_manager import KVManager
+from helium_trt.engine.embedded.sequence import Sequence, SeqStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,7 +4,7 @@ tensorrtllm_backend contract (TensorRT-LLM on a GPU node, or the CPU stand-in in
 Text never crosses the wire: the tokenizer is loaded locally from a model directory
 (tokenizer.json), as tensorrtllm_backend's preprocessing model does, and the LLM model sees token
 ids only. Each request gets its own gRPC stream, because cancelling the stream is how Triton
-cancels a request (and how TensorRT-LLM frees its KV blocks); engine/triton_grpc.py holds that
+cancels a request (and how TensorRT-LLM frees its KV blocks); engine/triton/grpc_transport.py holds that
 transport, with its idle timeout and its one reconnect-and-retry. Stop strings are matched here
 on the decoded text, the same way the embedded engine matches them; stop token ids and extra EOS
 ids travel as TensorRT-LLM stop words.
@@ -45,7 +45,7 @@ from helium_trt.engine.base import (
 )
 from helium_trt.engine.output_text import OutputText
 from helium_trt.engine.tokenizer import HFTokenizer
-from helium_trt.engine.trtllm_contract import request_to_tensors, response_to_update
+from helium_trt.engine.triton.trtllm_contract import request_to_tensors, response_to_update
 from helium_trt.engine.validation import validate_request
 from helium_trt.errors import EngineUnavailableError, InvalidRequestError
 
@@ -111,7 +111,7 @@ class TritonEngine:
         """Check the server and model are ready; raises EngineUnavailableError / ModelNotFoundError."""
         from tritonclient.utils import InferenceServerException
 
-        from helium_trt.engine.triton_grpc import GrpcTransport, open_client, probe_timeout_s
+        from helium_trt.engine.triton.grpc_transport import GrpcTransport, open_client, probe_timeout_s
 
         client = await open_client(config)
         try:
@@ -334,7 +334,7 @@ class TransportError(Exception):
 
 class Transport(Protocol):
     """How request tensors reach a tensorrt_llm-contract model: Triton's gRPC API from outside the
-    server (GrpcTransport), or BLS from a Python-backend model inside it (engine/bls.py)."""
+    server (GrpcTransport), or BLS from a Python-backend model inside it (engine/triton/bls.py)."""
 
     def stream(self, request_id: str, tensors: dict[str, np.ndarray]
                ) -> AsyncIterator[tuple[dict[str, np.ndarray], bool]]:

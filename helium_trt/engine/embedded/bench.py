@@ -1,6 +1,6 @@
 """Engine benchmark: TTFT cold vs warm prefix, decode throughput at 1/8/32 sequences, vs HF;
 prefill tokens/s at 1,024 and 2,048 tokens and the cost of a decode step at 8 sequences, vs
-vLLM CPU when asked and installed (engine/bench_steps.py).
+vLLM CPU when asked and installed (engine/embedded/bench_steps.py).
 
 Both run on the same weights with the same torch thread count, transformers in a fresh process.
 Decode throughput excludes prefill: it counts tokens after each sequence's first, over the time
@@ -20,11 +20,11 @@ from typing import Callable
 import torch
 
 from helium_trt.engine.base import EngineRequest, SamplingConfig, TokenDelta
-from helium_trt.engine.bench_steps import (
+from helium_trt.engine.embedded.bench_steps import (
     StepBenchConfig, process_cpu_seconds, session_cpu_seconds, step_figures,
 )
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.embedded import EmbeddedEngine
+from helium_trt.engine.embedded.engine import EmbeddedEngine
 from helium_trt.engine.tokenizer import HFTokenizer
 
 _FILLER = ("In a quiet village by the sea, the fishermen mended their nets at dawn while the "

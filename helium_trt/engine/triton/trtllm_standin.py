@@ -22,13 +22,13 @@ import numpy as np
 
 from helium_trt.engine.base import RequestResult, TokenDelta
 from helium_trt.engine.config import MODEL_DIR_ENV, EngineConfig
-from helium_trt.engine.trtllm_contract import (
+from helium_trt.engine.triton.trtllm_contract import (
     ParsedRequest,
     perf_tensors,
     tensors_to_request,
     tokens_to_tensors,
 )
-from helium_trt.engine.trtllm_metrics import TrtllmGauges, engine_stats
+from helium_trt.engine.triton.trtllm_metrics import TrtllmGauges, engine_stats
 from helium_trt.errors import EngineUnavailableError, HeliumError, RequestCancelledError
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ class StandInConfig:
         )
 
     def engine_config(self) -> EngineConfig:
-        from helium_trt.engine.cpu import resolve_dtype, resolve_num_threads
+        from helium_trt.engine.embedded.cpu import resolve_dtype, resolve_num_threads
 
         return EngineConfig(model_dir=self.model_dir, block_size=self.block_size,
                             num_blocks=self.num_blocks, max_num_batched_tokens=self.max_num_batched_tokens,
@@ -103,7 +103,7 @@ class StandInServer:
         """``gauges``: where to publish the TensorRT-LLM backend's KV-cache block and request
         metrics (the model adapter binds them to Triton's metrics), refreshed after every step."""
         if engine is None:
-            from helium_trt.engine.embedded import EmbeddedEngine
+            from helium_trt.engine.embedded.engine import EmbeddedEngine
 
             engine = EmbeddedEngine(config.engine_config())
         self.config = config

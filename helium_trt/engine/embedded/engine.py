@@ -34,11 +34,11 @@ from helium_trt.engine.base import (
 )
 from helium_trt.cache.token_radix import UNSCOPED, CacheScope
 from helium_trt.engine.config import EngineConfig
-from helium_trt.engine.core import CoreLimits, EngineCore, Event
-from helium_trt.engine.kv_manager import KVManager
-from helium_trt.engine.loader import load_model
-from helium_trt.engine.runner import ModelRunner
-from helium_trt.engine.scheduler import Scheduler, SchedulerConfig
+from helium_trt.engine.embedded.core import CoreLimits, EngineCore, Event
+from helium_trt.engine.embedded.kv_manager import KVManager
+from helium_trt.engine.embedded.loader import load_model
+from helium_trt.engine.embedded.runner import ModelRunner
+from helium_trt.engine.embedded.scheduler import Scheduler, SchedulerConfig
 from helium_trt.engine.tokenizer import HFTokenizer
 from helium_trt.engine.validation import validate_request
 from helium_trt.errors import EngineUnavailableError, InvalidRequestError

@@ -15,8 +15,8 @@ from typing import AsyncIterator
 
 import numpy as np
 
-from helium_trt.engine.triton import TransportError
-from helium_trt.engine.trtllm_contract import KV_REUSED_BLOCKS, OUTPUT_IDS, SEQUENCE_LENGTH
+from helium_trt.engine.triton.client import TransportError
+from helium_trt.engine.triton.trtllm_contract import KV_REUSED_BLOCKS, OUTPUT_IDS, SEQUENCE_LENGTH
 
 _DONE = object()
 _OUTPUTS = (OUTPUT_IDS, SEQUENCE_LENGTH, KV_REUSED_BLOCKS)

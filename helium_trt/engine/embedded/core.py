@@ -17,11 +17,11 @@ import time
 from dataclasses import dataclass
 
 from helium_trt.engine.base import EngineRequest, RequestResult, TokenDelta, Tokenizer
-from helium_trt.engine.kv_manager import KVManager
+from helium_trt.engine.embedded.kv_manager import KVManager
 from helium_trt.engine.output_text import OutputText
-from helium_trt.engine.runner import ModelRunner, StepResult
-from helium_trt.engine.scheduler import Scheduler, SchedulerOutput
-from helium_trt.engine.sequence import Sequence, SeqStatus
+from helium_trt.engine.embedded.runner import ModelRunner, StepResult
+from helium_trt.engine.embedded.scheduler import Scheduler, SchedulerOutput
+from helium_trt.engine.embedded.sequence import Sequence, SeqStatus
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,7 +8,7 @@ ctypes (which releases the GIL during the call); where no compiler works, or
 ``HELIUM_NATIVE_KERNELS=0``, ``paged_decode()`` is None and the model keeps the torch path.
 
 NOTE: single-threaded. The model uses it only while torch runs one thread (the default here,
-see engine/cpu.py); with more threads torch's own kernels parallelize the gather path.
+see engine/embedded/cpu.py); with more threads torch's own kernels parallelize the gather path.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def _build(compiler: str) -> Path:
     NOTE: -march=native ties the library to this CPU; the CPU's flags are part of its key, so a
     cache directory shared across machines never hands one a library built for another.
     """
-    from helium_trt.engine.cpu import cpu_flags
+    from helium_trt.engine.embedded.cpu import cpu_flags
 
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
     key = hashlib.sha256("\0".join([_SOURCE, *_FLAGS, version, platform.machine(),

@@ -11,8 +11,8 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError, safe_open
 
-from helium_trt.engine.model import LayerWeights, LlamaModel
-from helium_trt.engine.model_config import MalformedModelError, ModelConfig
+from helium_trt.engine.embedded.model import LayerWeights, LlamaModel
+from helium_trt.engine.embedded.model_config import MalformedModelError, ModelConfig
 
 
 def load_model(model_dir: str | Path, dtype: torch.dtype = torch.float32) -> LlamaModel:

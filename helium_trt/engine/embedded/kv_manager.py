@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from helium_trt.cache.block_pool import BlockPool
 from helium_trt.cache.token_radix import UNSCOPED, BlockRetention, CacheScope, TokenRadixTree
-from helium_trt.engine.sequence import Sequence
+from helium_trt.engine.embedded.sequence import Sequence
 
 
 class KVManager:

@@ -28,7 +28,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.grpc.aio as grpcclient_aio
 from tritonclient.utils import InferenceServerException
 
-from helium_trt.engine.triton import TransportError, TritonEngineConfig
+from helium_trt.engine.triton.client import TransportError, TritonEngineConfig
 from helium_trt.errors import EngineUnavailableError, HeliumError, ModelNotFoundError
 
 _FINAL_FLAG = "triton_final_response"

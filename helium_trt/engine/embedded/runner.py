@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import torch
 
-from helium_trt.engine.model import AttentionBatch, DecodeGroup, LlamaModel, PrefillSegment
-from helium_trt.engine.sampler import make_generator, sample
-from helium_trt.engine.scheduler import SchedulerOutput
-from helium_trt.engine.sequence import Sequence
+from helium_trt.engine.embedded.model import AttentionBatch, DecodeGroup, LlamaModel, PrefillSegment
+from helium_trt.engine.embedded.sampler import make_generator, sample
+from helium_trt.engine.embedded.scheduler import SchedulerOutput
+from helium_trt.engine.embedded.sequence import Sequence
 
 
 @dataclass(frozen=True, slots=True)
