@@ -99,7 +99,7 @@ def op_from_proto(op: workflow_pb2.Operator, index: int = 0) -> ir.Op:
         body = tuple(op_from_proto(b, i) for i, b in enumerate(m.body))
         return ir.LoopOp(oid, init=m.init, state=m.state, result=m.result,
                          max_iterations=m.max_iterations, body=body,
-                         stop_regex=m.stop_regex or None)
+                         stop_regex=m.stop_regex or None, stop_on=m.stop_on or None)
     if kind == "tool_call":
         return ir.ToolCallOp(oid, name=m.name, args=tuple(sorted(m.args.items())))
     if kind == "output":
@@ -135,6 +135,10 @@ def _llm_from_proto(oid: str, m: workflow_pb2.LlmOp) -> ir.LlmOp:
         top_k=c.top_k,
         seed=c.seed if c.HasField("seed") else None,
         stop=tuple(c.stop),
+        ignore_eos=c.ignore_eos,
+        n=c.n or 1,
+        max_tokens_from=c.max_tokens_from or None,
+        stop_from=c.stop_from or None,
     )
     mode = _enum(_MODES, m.mode, workflow_pb2.LlmMode, oid, "mode")
     return ir.LlmOp(oid, prompt=m.prompt, model=m.model, config=config, mode=mode,

@@ -15,7 +15,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18helium/v1/workflow.proto\x12\thelium.v1\":\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x03ops\x18\x02 \x03(\x0b\x32\x13.helium.v1.Operator\"\x9e\x03\n\x08Operator\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05input\x18\n \x01(\x0b\x32\x12.helium.v1.InputOpH\x00\x12)\n\x08\x63onstant\x18\x0b \x01(\x0b\x32\x15.helium.v1.ConstantOpH\x00\x12%\n\x06\x66ormat\x18\x0c \x01(\x0b\x32\x13.helium.v1.FormatOpH\x00\x12\x1f\n\x03llm\x18\r \x01(\x0b\x32\x10.helium.v1.LlmOpH\x00\x12%\n\x06\x63oncat\x18\x0e \x01(\x0b\x32\x13.helium.v1.ConcatOpH\x00\x12\x1f\n\x03map\x18\x0f \x01(\x0b\x32\x10.helium.v1.MapOpH\x00\x12(\n\tswitch_op\x18\x10 \x01(\x0b\x32\x13.helium.v1.SwitchOpH\x00\x12!\n\x04loop\x18\x11 \x01(\x0b\x32\x11.helium.v1.LoopOpH\x00\x12*\n\ttool_call\x18\x12 \x01(\x0b\x32\x15.helium.v1.ToolCallOpH\x00\x12%\n\x06output\x18\x13 \x01(\x0b\x32\x13.helium.v1.OutputOpH\x00\x42\x06\n\x04kind\"\x19\n\x07InputOp\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\"\x1a\n\nConstantOp\x12\x0c\n\x04text\x18\x01 \x01(\t\"F\n\x08\x46ormatOp\x12\x10\n\x08template\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.helium.v1.ChatMessage\"O\n\x0b\x43hatMessage\x12\x1d\n\x04role\x18\x01 \x01(\x0e\x32\x0f.helium.v1.Role\x12\x10\n\x08template\x18\x02 \x01(\t\x12\x0f\n\x07history\x18\x03 \x01(\t\"\x92\x01\n\x10GenerationConfig\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\tB\x08\n\x06_top_pB\x07\n\x05_seed\"\x8d\x01\n\x05LlmOp\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1b.helium.v1.GenerationConfig\x12 \n\x04mode\x18\x04 \x01(\x0e\x32\x12.helium.v1.LlmMode\x12\x16\n\x0ereturn_history\x18\x05 \x01(\x08\"-\n\x08\x43oncatOp\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x11\n\tseparator\x18\x02 \x01(\t\"\'\n\x05MapOp\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\"+\n\nSwitchCase\x12\r\n\x05value\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"|\n\x08SwitchOp\x12\r\n\x05input\x18\x01 \x01(\t\x12#\n\x05match\x18\x02 \x01(\x0e\x32\x14.helium.v1.MatchKind\x12$\n\x05\x63\x61ses\x18\x03 \x03(\x0b\x32\x15.helium.v1.SwitchCase\x12\x16\n\x0e\x64\x65\x66\x61ult_target\x18\x04 \x01(\t\"\x84\x01\n\x06LoopOp\x12\x0c\n\x04init\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x16\n\x0emax_iterations\x18\x04 \x01(\x05\x12!\n\x04\x62ody\x18\x05 \x03(\x0b\x32\x13.helium.v1.Operator\x12\x12\n\nstop_regex\x18\x06 \x01(\t\"v\n\nToolCallOp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x1f.helium.v1.ToolCallOp.ArgsEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x08OutputOp\x12\r\n\x05input\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*M\n\x07LlmMode\x12\x18\n\x14LLM_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11LLM_MODE_GENERATE\x10\x01\x12\x11\n\rLLM_MODE_CHAT\x10\x02*T\n\tMatchKind\x12\x1a\n\x16MATCH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MATCH_KIND_REGEX\x10\x01\x12\x15\n\x11MATCH_KIND_CHOICE\x10\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x18helium/v1/workflow.proto\x12\thelium.v1\":\n\x08Workflow\x12\x0c\n\x04name\x18\x01 \x01(\t\x12 \n\x03ops\x18\x02 \x03(\x0b\x32\x13.helium.v1.Operator\"\x9e\x03\n\x08Operator\x12\n\n\x02id\x18\x01 \x01(\t\x12#\n\x05input\x18\n \x01(\x0b\x32\x12.helium.v1.InputOpH\x00\x12)\n\x08\x63onstant\x18\x0b \x01(\x0b\x32\x15.helium.v1.ConstantOpH\x00\x12%\n\x06\x66ormat\x18\x0c \x01(\x0b\x32\x13.helium.v1.FormatOpH\x00\x12\x1f\n\x03llm\x18\r \x01(\x0b\x32\x10.helium.v1.LlmOpH\x00\x12%\n\x06\x63oncat\x18\x0e \x01(\x0b\x32\x13.helium.v1.ConcatOpH\x00\x12\x1f\n\x03map\x18\x0f \x01(\x0b\x32\x10.helium.v1.MapOpH\x00\x12(\n\tswitch_op\x18\x10 \x01(\x0b\x32\x13.helium.v1.SwitchOpH\x00\x12!\n\x04loop\x18\x11 \x01(\x0b\x32\x11.helium.v1.LoopOpH\x00\x12*\n\ttool_call\x18\x12 \x01(\x0b\x32\x15.helium.v1.ToolCallOpH\x00\x12%\n\x06output\x18\x13 \x01(\x0b\x32\x13.helium.v1.OutputOpH\x00\x42\x06\n\x04kind\"\x19\n\x07InputOp\x12\x0e\n\x06\x63olumn\x18\x01 \x01(\t\"\x1a\n\nConstantOp\x12\x0c\n\x04text\x18\x01 \x01(\t\"F\n\x08\x46ormatOp\x12\x10\n\x08template\x18\x01 \x01(\t\x12(\n\x08messages\x18\x02 \x03(\x0b\x32\x16.helium.v1.ChatMessage\"O\n\x0b\x43hatMessage\x12\x1d\n\x04role\x18\x01 \x01(\x0e\x32\x0f.helium.v1.Role\x12\x10\n\x08template\x18\x02 \x01(\t\x12\x0f\n\x07history\x18\x03 \x01(\t\"\xdd\x01\n\x10GenerationConfig\x12\x12\n\nmax_tokens\x18\x01 \x01(\x05\x12\x13\n\x0btemperature\x18\x02 \x01(\x02\x12\x12\n\x05top_p\x18\x03 \x01(\x02H\x00\x88\x01\x01\x12\r\n\x05top_k\x18\x04 \x01(\x05\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x01\x88\x01\x01\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x12\n\nignore_eos\x18\x07 \x01(\x08\x12\t\n\x01n\x18\x08 \x01(\x05\x12\x17\n\x0fmax_tokens_from\x18\t \x01(\t\x12\x11\n\tstop_from\x18\n \x01(\tB\x08\n\x06_top_pB\x07\n\x05_seed\"\x8d\x01\n\x05LlmOp\x12\x0e\n\x06prompt\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12+\n\x06\x63onfig\x18\x03 \x01(\x0b\x32\x1b.helium.v1.GenerationConfig\x12 \n\x04mode\x18\x04 \x01(\x0e\x32\x12.helium.v1.LlmMode\x12\x16\n\x0ereturn_history\x18\x05 \x01(\x08\"-\n\x08\x43oncatOp\x12\x0e\n\x06inputs\x18\x01 \x03(\t\x12\x11\n\tseparator\x18\x02 \x01(\t\"\'\n\x05MapOp\x12\x0c\n\x04list\x18\x01 \x01(\t\x12\x10\n\x08template\x18\x02 \x01(\t\"+\n\nSwitchCase\x12\r\n\x05value\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\"|\n\x08SwitchOp\x12\r\n\x05input\x18\x01 \x01(\t\x12#\n\x05match\x18\x02 \x01(\x0e\x32\x14.helium.v1.MatchKind\x12$\n\x05\x63\x61ses\x18\x03 \x03(\x0b\x32\x15.helium.v1.SwitchCase\x12\x16\n\x0e\x64\x65\x66\x61ult_target\x18\x04 \x01(\t\"\x95\x01\n\x06LoopOp\x12\x0c\n\x04init\x18\x01 \x01(\t\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0e\n\x06result\x18\x03 \x01(\t\x12\x16\n\x0emax_iterations\x18\x04 \x01(\x05\x12!\n\x04\x62ody\x18\x05 \x03(\x0b\x32\x13.helium.v1.Operator\x12\x12\n\nstop_regex\x18\x06 \x01(\t\x12\x0f\n\x07stop_on\x18\x07 \x01(\t\"v\n\nToolCallOp\x12\x0c\n\x04name\x18\x01 \x01(\t\x12-\n\x04\x61rgs\x18\x02 \x03(\x0b\x32\x1f.helium.v1.ToolCallOp.ArgsEntry\x1a+\n\tArgsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\'\n\x08OutputOp\x12\r\n\x05input\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t*P\n\x04Role\x12\x14\n\x10ROLE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bROLE_SYSTEM\x10\x01\x12\r\n\tROLE_USER\x10\x02\x12\x12\n\x0eROLE_ASSISTANT\x10\x03*M\n\x07LlmMode\x12\x18\n\x14LLM_MODE_UNSPECIFIED\x10\x00\x12\x15\n\x11LLM_MODE_GENERATE\x10\x01\x12\x11\n\rLLM_MODE_CHAT\x10\x02*T\n\tMatchKind\x12\x1a\n\x16MATCH_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10MATCH_KIND_REGEX\x10\x01\x12\x15\n\x11MATCH_KIND_CHOICE\x10\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -24,12 +24,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_TOOLCALLOP_ARGSENTRY']._loaded_options = None
   _globals['_TOOLCALLOP_ARGSENTRY']._serialized_options = b'8\001'
-  _globals['_ROLE']._serialized_start=1572
-  _globals['_ROLE']._serialized_end=1652
-  _globals['_LLMMODE']._serialized_start=1654
-  _globals['_LLMMODE']._serialized_end=1731
-  _globals['_MATCHKIND']._serialized_start=1733
-  _globals['_MATCHKIND']._serialized_end=1817
+  _globals['_ROLE']._serialized_start=1664
+  _globals['_ROLE']._serialized_end=1744
+  _globals['_LLMMODE']._serialized_start=1746
+  _globals['_LLMMODE']._serialized_end=1823
+  _globals['_MATCHKIND']._serialized_start=1825
+  _globals['_MATCHKIND']._serialized_end=1909
   _globals['_WORKFLOW']._serialized_start=39
   _globals['_WORKFLOW']._serialized_end=97
   _globals['_OPERATOR']._serialized_start=100
@@ -43,23 +43,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHATMESSAGE']._serialized_start=643
   _globals['_CHATMESSAGE']._serialized_end=722
   _globals['_GENERATIONCONFIG']._serialized_start=725
-  _globals['_GENERATIONCONFIG']._serialized_end=871
-  _globals['_LLMOP']._serialized_start=874
-  _globals['_LLMOP']._serialized_end=1015
-  _globals['_CONCATOP']._serialized_start=1017
-  _globals['_CONCATOP']._serialized_end=1062
-  _globals['_MAPOP']._serialized_start=1064
-  _globals['_MAPOP']._serialized_end=1103
-  _globals['_SWITCHCASE']._serialized_start=1105
-  _globals['_SWITCHCASE']._serialized_end=1148
-  _globals['_SWITCHOP']._serialized_start=1150
-  _globals['_SWITCHOP']._serialized_end=1274
-  _globals['_LOOPOP']._serialized_start=1277
-  _globals['_LOOPOP']._serialized_end=1409
-  _globals['_TOOLCALLOP']._serialized_start=1411
-  _globals['_TOOLCALLOP']._serialized_end=1529
-  _globals['_TOOLCALLOP_ARGSENTRY']._serialized_start=1486
-  _globals['_TOOLCALLOP_ARGSENTRY']._serialized_end=1529
-  _globals['_OUTPUTOP']._serialized_start=1531
-  _globals['_OUTPUTOP']._serialized_end=1570
+  _globals['_GENERATIONCONFIG']._serialized_end=946
+  _globals['_LLMOP']._serialized_start=949
+  _globals['_LLMOP']._serialized_end=1090
+  _globals['_CONCATOP']._serialized_start=1092
+  _globals['_CONCATOP']._serialized_end=1137
+  _globals['_MAPOP']._serialized_start=1139
+  _globals['_MAPOP']._serialized_end=1178
+  _globals['_SWITCHCASE']._serialized_start=1180
+  _globals['_SWITCHCASE']._serialized_end=1223
+  _globals['_SWITCHOP']._serialized_start=1225
+  _globals['_SWITCHOP']._serialized_end=1349
+  _globals['_LOOPOP']._serialized_start=1352
+  _globals['_LOOPOP']._serialized_end=1501
+  _globals['_TOOLCALLOP']._serialized_start=1503
+  _globals['_TOOLCALLOP']._serialized_end=1621
+  _globals['_TOOLCALLOP_ARGSENTRY']._serialized_start=1578
+  _globals['_TOOLCALLOP_ARGSENTRY']._serialized_end=1621
+  _globals['_OUTPUTOP']._serialized_start=1623
+  _globals['_OUTPUTOP']._serialized_end=1662
 # @@protoc_insertion_point(module_scope)

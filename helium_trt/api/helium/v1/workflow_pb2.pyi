@@ -101,20 +101,28 @@ class ChatMessage(_message.Message):
     def __init__(self, role: _Optional[_Union[Role, str]] = ..., template: _Optional[str] = ..., history: _Optional[str] = ...) -> None: ...
 
 class GenerationConfig(_message.Message):
-    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop")
+    __slots__ = ("max_tokens", "temperature", "top_p", "top_k", "seed", "stop", "ignore_eos", "n", "max_tokens_from", "stop_from")
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
     TEMPERATURE_FIELD_NUMBER: _ClassVar[int]
     TOP_P_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     STOP_FIELD_NUMBER: _ClassVar[int]
+    IGNORE_EOS_FIELD_NUMBER: _ClassVar[int]
+    N_FIELD_NUMBER: _ClassVar[int]
+    MAX_TOKENS_FROM_FIELD_NUMBER: _ClassVar[int]
+    STOP_FROM_FIELD_NUMBER: _ClassVar[int]
     max_tokens: int
     temperature: float
     top_p: float
     top_k: int
     seed: int
     stop: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ...) -> None: ...
+    ignore_eos: bool
+    n: int
+    max_tokens_from: str
+    stop_from: str
+    def __init__(self, max_tokens: _Optional[int] = ..., temperature: _Optional[float] = ..., top_p: _Optional[float] = ..., top_k: _Optional[int] = ..., seed: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., ignore_eos: bool = ..., n: _Optional[int] = ..., max_tokens_from: _Optional[str] = ..., stop_from: _Optional[str] = ...) -> None: ...
 
 class LlmOp(_message.Message):
     __slots__ = ("prompt", "model", "config", "mode", "return_history")
@@ -167,20 +175,22 @@ class SwitchOp(_message.Message):
     def __init__(self, input: _Optional[str] = ..., match: _Optional[_Union[MatchKind, str]] = ..., cases: _Optional[_Iterable[_Union[SwitchCase, _Mapping]]] = ..., default_target: _Optional[str] = ...) -> None: ...
 
 class LoopOp(_message.Message):
-    __slots__ = ("init", "state", "result", "max_iterations", "body", "stop_regex")
+    __slots__ = ("init", "state", "result", "max_iterations", "body", "stop_regex", "stop_on")
     INIT_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     MAX_ITERATIONS_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     STOP_REGEX_FIELD_NUMBER: _ClassVar[int]
+    STOP_ON_FIELD_NUMBER: _ClassVar[int]
     init: str
     state: str
     result: str
     max_iterations: int
     body: _containers.RepeatedCompositeFieldContainer[Operator]
     stop_regex: str
-    def __init__(self, init: _Optional[str] = ..., state: _Optional[str] = ..., result: _Optional[str] = ..., max_iterations: _Optional[int] = ..., body: _Optional[_Iterable[_Union[Operator, _Mapping]]] = ..., stop_regex: _Optional[str] = ...) -> None: ...
+    stop_on: str
+    def __init__(self, init: _Optional[str] = ..., state: _Optional[str] = ..., result: _Optional[str] = ..., max_iterations: _Optional[int] = ..., body: _Optional[_Iterable[_Union[Operator, _Mapping]]] = ..., stop_regex: _Optional[str] = ..., stop_on: _Optional[str] = ...) -> None: ...
 
 class ToolCallOp(_message.Message):
     __slots__ = ("name", "args")
