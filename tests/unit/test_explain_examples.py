@@ -117,3 +117,20 @@ def test_bad_files_exit_2_with_the_place_and_no_traceback(tmp_path, content, exp
 def test_missing_file_exits_2(capsys):
     assert main(["explain", "/nonexistent/workflow.yaml"]) == 2
     assert "cannot read" in capsys.readouterr().err
+
+
+# Shapes translated from other agent programs: what explain must show of each.
+def test_explain_shows_the_translated_shapes(capsys):
+    react = _explain_json(capsys, str(EXAMPLES / "react.yaml"))
+    assert sum(op["kind"] == "llm" for op in react["ops_after"]) == 4  # the loop, unrolled
+    fewshot = max(react["shared_prefixes"], key=lambda p: p["num_chars"])
+    assert "Action 2: Finish[the Danube]" in fewshot["text"] and \
+        {"agent.0.step", "agent.1.step"} <= set(fewshot["consumers"])
+    chat = _explain_json(capsys, str(EXAMPLES / "multi_turn_chat.yaml"))
+    assert any(set(p["consumers"]) == {"chat1", "chat2", "chat3"} and p["num_chars"] >= 600
+               for p in chat["shared_prefixes"])
+    for name, op, lists in (("tree_of_thought", "second_steps", ["first_steps"]),
+                            ("summarize_chunks", "chunk_summary", ["chunks"])):
+        data = _explain_json(capsys, str(EXAMPLES / f"{name}.yaml"))
+        found = [p for p in data["per_element_prefixes"] if p["op"] == op]
+        assert found and found[0]["lists"] == lists and found[0]["num_chars"] >= 300, name
