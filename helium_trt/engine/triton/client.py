@@ -109,20 +109,14 @@ class TritonEngine:
     @classmethod
     async def connect(cls, config: TritonEngineConfig) -> TritonEngine:
         """Check the server and model are ready; raises EngineUnavailableError / ModelNotFoundError."""
-        from tritonclient.utils import InferenceServerException
-
-        from helium_trt.engine.triton.grpc_transport import GrpcTransport, open_client, probe_timeout_s
+        from helium_trt.engine.triton.grpc_transport import (
+            GrpcTransport, closed_on_failure, open_client, probe_timeout_s,
+        )
 
         client = await open_client(config)
-        try:
+        async with closed_on_failure(client, config.url):
             model_config = await client.get_model_config(config.model_name, as_json=True,
                                                          client_timeout=probe_timeout_s(config))
-        except InferenceServerException as exc:
-            await client.close()
-            raise EngineUnavailableError(f"Triton at {config.url}: {exc.message()}") from exc
-        except BaseException:
-            await client.close()
-            raise
         params = model_config["config"].get("parameters", {})
         return cls.over(config, GrpcTransport(client, config), params)
 

@@ -20,6 +20,7 @@ outside the server, with the two guards a remote server needs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import AsyncIterator
 
 import grpc
@@ -42,18 +43,26 @@ async def open_client(config: TritonEngineConfig):
     EngineUnavailableError (no answer, not ready) or ModelNotFoundError (no such model)."""
     timeout = probe_timeout_s(config)
     client = grpcclient_aio.InferenceServerClient(config.url, channel_args=_CHANNEL_ARGS)
-    try:
+    async with closed_on_failure(client, config.url):
         if not await client.is_server_ready(client_timeout=timeout):
             raise EngineUnavailableError(f"Triton at {config.url} is not ready")
         if not await client.is_model_ready(config.model_name, client_timeout=timeout):
             raise ModelNotFoundError(f"Triton at {config.url} has no ready model {config.model_name!r}")
+    return client
+
+
+@contextlib.asynccontextmanager
+async def closed_on_failure(client, url: str):
+    """Close ``client`` when the body raises; a Triton error becomes EngineUnavailableError
+    naming ``url``."""
+    try:
+        yield
     except InferenceServerException as exc:
         await client.close()
-        raise EngineUnavailableError(f"Triton at {config.url}: {exc.message()}") from exc
+        raise EngineUnavailableError(f"Triton at {url}: {exc.message()}") from exc
     except BaseException:
         await client.close()
         raise
-    return client
 
 
 def _channel_args() -> list[tuple[str, int]]:
