@@ -194,6 +194,10 @@ class LlamaModel:
     def _prefill_attention(self, q: torch.Tensor, seg: PrefillSegment, k_cache: torch.Tensor,
                            v_cache: torch.Tensor) -> torch.Tensor:
         c = self.config
+        if q.device.type == "cpu" and torch.get_num_threads() == 1:
+            kernel = native.paged_prefill()
+            if kernel is not None and kernel.supports(q.dtype, c.head_dim):
+                return kernel(q, k_cache, v_cache, seg.context_blocks, seg.context_len, c.head_dim ** -0.5)
         shape = (c.num_kv_heads, -1, c.head_dim)
         k = k_cache.index_select(1, seg.context_blocks).view(shape)[:, :seg.context_len]
         v = v_cache.index_select(1, seg.context_blocks).view(shape)[:, :seg.context_len]
