@@ -74,15 +74,35 @@ def expanded_prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat) -> Templat
     return _prompt_template(plan, llm, fmt, expand=True)
 
 
+def prompt_templates(plan: Plan, llm: LlmOp, fmt: ChatFormat) -> tuple[Template, Template]:
+    """(``llm_prompt_template``, ``expanded_prompt_template``) of ``llm``.
+
+    NOTE: a chat prompt whose messages expanding leaves unchanged (no spliced history, no map)
+    is rendered once for both: the chat template is most of the cost of either.
+    """
+    if not is_chat_prompt(plan, llm):
+        return (merge_literals(_expand_ref(plan, llm.prompt, expand=False)),
+                merge_literals(_expand_ref(plan, llm.prompt, expand=True)))
+    forms = _chat_forms(plan, llm, False)
+    expanded_forms = _chat_forms(plan, llm, True)
+    template = _chat_template(forms, fmt, llm.id)
+    if expanded_forms == forms:
+        return template, template
+    return template, _chat_template(expanded_forms, fmt, llm.id)
+
+
 def _prompt_template(plan: Plan, llm: LlmOp, fmt: ChatFormat, expand: bool) -> Template:
     if not is_chat_prompt(plan, llm):
         return merge_literals(_expand_ref(plan, llm.prompt, expand=expand))
-    forms = _chat_forms(plan, llm, expand)
+    return _chat_template(_chat_forms(plan, llm, expand), fmt, llm.id)
+
+
+def _chat_template(forms: tuple[_ChatForm, ...], fmt: ChatFormat, op_id: str) -> Template:
     rendered, first_error = [], None
     standins = _HISTORY_STANDINS if any(isinstance(f, str) for f in forms) else _HISTORY_STANDINS[:1]
     for standin in standins:
         try:
-            rendered.append(_render_placeholders(forms, standin, fmt, llm.id))
+            rendered.append(_render_placeholders(forms, standin, fmt, op_id))
         except ChatTemplateError as exc:
             first_error = first_error or exc
     if not rendered:

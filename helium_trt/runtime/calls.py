@@ -23,7 +23,7 @@ from helium_trt.plan.ops import (
     CacheFetchOp, ConcatOp, ConstantOp, FormatOp, InputOp, LlmOp, Op, Ref, Template,
 )
 from helium_trt.plan.prompt import (
-    expanded_prompt_template, is_chat_prompt, llm_prompt_template, render_call, static_prefix,
+    is_chat_prompt, prompt_templates, render_call, static_prefix,
 )
 from helium_trt.scheduler import CallSpec, OutputLengths
 from helium_trt.runtime.values import utf8_size_over
@@ -151,10 +151,11 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
     model plans its own calls with its own format and tokenizer)."""
     llm_ops = {op.id: llm for op in plan.ops
                if (llm := llm_of(op)) is not None and (model is None or llm.model == model)}
-    templates = {op_id: llm_prompt_template(plan, llm, fmt) for op_id, llm in llm_ops.items()}
+    both = {op_id: prompt_templates(plan, llm, fmt) for op_id, llm in llm_ops.items()}
+    templates = {op_id: plain for op_id, (plain, _) in both.items()}
     run_time = {op.id for op in plan.ops if not isinstance(op, _PLAN_TIME_KINDS)}
     # The scheduler's static prefixes and estimates see through spliced histories and maps.
-    prompts = {op_id: _op_prompt(plan, llm, expanded_prompt_template(plan, llm, fmt), tok,
+    prompts = {op_id: _op_prompt(plan, llm, both[op_id][1], tok,
                                  lengths, not plan.nearest_upstream(op_id, run_time))
                for op_id, llm in llm_ops.items()}
     llm_ids = set(llm_ops)

@@ -14,7 +14,9 @@ from helium_trt.plan.ops import (
     ConstantOp, FormatOp, GenerationConfig, Index, InputOp, Item, LlmOp, MapOp, Message,
     OutputOp, Ref,
 )
-from helium_trt.plan.prompt import expanded_prompt_template, llm_prompt_template
+from helium_trt.plan.prompt import (
+    expanded_prompt_template, llm_prompt_template, prompt_templates,
+)
 from helium_trt.server.cli import main
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -55,6 +57,25 @@ def test_a_spliced_history_expands_into_its_messages_and_reply():
         f"<|im_start|>system\n{HEADING}<|im_end|>\n<|im_start|>user\nProblem: ", Ref("q"),
         "<|im_end|>\n<|im_start|>assistant\n", Ref("l0"),
         "<|im_end|>\n<|im_start|>user\nGo on.<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_prompt_templates_are_both_templates_rendered_once_only_where_they_agree():
+    calls = []
+
+    def render(messages, add_generation_prompt):
+        calls.append(len(messages))
+        return CHATML.render(messages, add_generation_prompt)
+
+    fmt = CHATML.__class__(render, "counting ChatML", CHATML.control_tokens)
+    # l1 splices a history: its plain template renders three stand-ins, the expanded one once.
+    for plan, op_id, num_renders in ((fork_tree(2), "l0", 1), (fork_tree(2), "l1", 4),
+                                     (chunk_map(), "s", 0)):
+        llm = plan.by_id[op_id]
+        calls.clear()
+        both = prompt_templates(plan, llm, fmt)
+        assert len(calls) == num_renders
+        assert both == (llm_prompt_template(plan, llm, fmt),
+                        expanded_prompt_template(plan, llm, fmt))
 
 
 def test_a_fork_tree_is_one_tree_under_its_heading():
