@@ -37,6 +37,10 @@ class JinjaChatRenderer:
             self._template = _environment().from_string(template)
         except jinja2.TemplateError as exc:
             raise MalformedModelError(f"the chat template does not compile: {exc}") from exc
+        # NOTE: a plain dict, not Jinja's ChainMap over the environment's globals: every render
+        # copies the globals into its context, and a ChainMap copies in Python (a third of a
+        # short conversation's render). The environment's globals are fixed once built.
+        self._template.globals = dict(self._template.globals)
         self._special_tokens = dict(special_tokens)
 
     def __call__(self, messages: Conversation, add_generation_prompt: bool) -> str:
