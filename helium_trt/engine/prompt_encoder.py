@@ -161,6 +161,9 @@ class PromptEncoder:
 def _pieces(text: str) -> Iterator[tuple[bool, str]]:
     """(is data, text) in order: marked spans are data; a stray marker (a template's string
     method split a marked span) still separates the text around it."""
+    if DATA_OPEN not in text and DATA_CLOSE not in text:
+        yield False, text  # most prompts: their data holds no control-token string
+        return
     pos = 0
     for m in _MARKED.finditer(text):
         yield from ((False, part) for part in _STRAY.split(text[pos:m.start()]))
