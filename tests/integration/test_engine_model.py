@@ -203,3 +203,45 @@ def test_bf16_forward_with_native_prefill_matches_the_torch_path(tiny_model_dir,
         torch.set_num_threads(threads)
     torch.testing.assert_close(results[0], results[1], atol=0.1, rtol=0.05)
     assert (results[0] - results[1]).abs().mean() < 0.01
+
+
+def test_fused_elementwise_ops_equal_torch_ops_within_bf16_rounding():
+    """Residual add + RMS norm, SiLU gate and RoPE + KV store, native against torch: the same
+    values up to a bf16 rounding, the residual stream updated as torch's add does, the keys and
+    values in the same slots (RoPE on a head dim whose half is not a multiple of 16 as well)."""
+    from helium_trt.engine.embedded import native
+    from helium_trt.engine.embedded.model import TORCH_OPS, _rope_tables
+    from helium_trt.engine.embedded.model_config import ModelConfig
+
+    fused = native.fused_ops()
+    if fused is None:
+        pytest.skip("no C compiler or no AVX512-BF16: the fused kernels are unavailable")
+    gen = torch.Generator().manual_seed(3)
+    randn = lambda *shape: torch.randn(*shape, generator=gen).bfloat16()  # noqa: E731
+    hidden, residual, weight = randn(7, 64) * 4, randn(7, 64), randn(64)
+    h_torch, n_torch = TORCH_OPS.add_rms_norm(hidden.clone(), residual, weight, 1e-5)
+    h_fused, n_fused = fused.add_rms_norm(hidden.clone(), residual, weight, 1e-5)
+    assert torch.equal(h_fused, h_torch)
+    torch.testing.assert_close(n_fused.float(), n_torch.float(), atol=0.05, rtol=0.02)
+    torch.testing.assert_close(fused.add_rms_norm(hidden.clone(), None, weight, 1e-5)[1].float(),
+                               TORCH_OPS.add_rms_norm(hidden, None, weight, 1e-5)[1].float(), atol=0.05, rtol=0.02)
+    gate_up = randn(5, 2 * 48) * 3
+    torch.testing.assert_close(fused.silu_mul(gate_up).float(), TORCH_OPS.silu_mul(gate_up).float(),
+                               atol=0.05, rtol=0.02)
+    for dim in (16, 64):
+        heads, kv_heads, n = 4, 2, 6
+        config = ModelConfig.from_dict({"hidden_size": heads * dim, "num_attention_heads": heads, "head_dim": dim,
+                                        "num_key_value_heads": kv_heads, "intermediate_size": 32,
+                                        "num_hidden_layers": 1, "vocab_size": 8, "max_position_embeddings": 64,
+                                        "rms_norm_eps": 1e-5, "rope_theta": 10000.0})
+        cos, sin = _rope_tables(config, torch.bfloat16)
+        qkv = randn(n, (heads + 2 * kv_heads) * dim)
+        positions, slots = torch.tensor([0, 3, 9, 10, 40, 63]), torch.tensor([5, 17, 2, 30, 8, 21])
+        caches = [(torch.zeros(kv_heads, 2, 16, dim).bfloat16(), torch.zeros(kv_heads, 2, 16, dim).bfloat16())
+                  for _ in range(2)]
+        q_torch = TORCH_OPS.rope_store(qkv, TORCH_OPS.rope_tables(cos, sin, positions), slots, *caches[0], heads)
+        q_fused = fused.rope_store(qkv, fused.rope_tables(cos, sin, positions), slots, *caches[1], heads)
+        torch.testing.assert_close(q_fused.float(), q_torch.float(), atol=0.02, rtol=0.02)
+        torch.testing.assert_close(caches[1][0].float(), caches[0][0].float(), atol=0.02, rtol=0.02)
+        assert torch.equal(caches[1][1], caches[0][1])
+        assert caches[1][0].view(kv_heads, -1, dim)[:, slots].abs().sum(-1).min() > 0

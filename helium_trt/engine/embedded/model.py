@@ -133,18 +133,18 @@ class LlamaModel:
         """Hidden states [N, hidden] after the final norm, for the flat batch of N tokens."""
         c = self.config
         linear = self._linear or self._prepare_linears()
+        ops = self._elementwise_ops()
         hidden = F.embedding(input_ids, self.embed)
-        cos, sin = self.cos[positions], self.sin[positions]
+        rope = ops.rope_tables(self.cos, self.sin, positions)
         eps = c.rms_norm_eps
+        residual = None  # added to hidden by the next norm
         for index, layer in enumerate(self.layers):
-            normed = F.rms_norm(hidden, (c.hidden_size,), layer.input_norm, eps)
+            hidden, normed = ops.add_rms_norm(hidden, residual, layer.input_norm, eps)
             qkv = linear(normed, layer.qkv, layer.qkv_bias)
-            attn = self._attention(qkv, cos, sin, batch, kv_cache[index])
-            hidden = hidden + linear(attn, layer.o_proj)
-            normed = F.rms_norm(hidden, (c.hidden_size,), layer.post_norm, eps)
-            gate, up = linear(normed, layer.gate_up).chunk(2, dim=-1)
-            hidden = hidden + linear(F.silu(gate) * up, layer.down)
-        return F.rms_norm(hidden, (c.hidden_size,), self.final_norm, eps)
+            attn = self._attention(ops, qkv, rope, batch, kv_cache[index])
+            hidden, normed = ops.add_rms_norm(hidden, linear(attn, layer.o_proj), layer.post_norm, eps)
+            residual = linear(ops.silu_mul(linear(normed, layer.gate_up)), layer.down)
+        return ops.add_rms_norm(hidden, residual, self.final_norm, eps)[1]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         linear = self._linear or self._prepare_linears()
@@ -170,18 +170,22 @@ class LlamaModel:
                     self._linear = _packed_linear
             return self._linear
 
-    def _attention(self, qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+    def _elementwise_ops(self) -> TorchOps | native.FusedOps:
+        """The native fused bf16 ops where the attention kernels run too (CPU, one torch thread),
+        else torch's."""
+        c = self.config
+        if self.device.type == "cpu" and torch.get_num_threads() == 1:
+            fused = native.fused_ops()
+            if fused is not None and fused.supports(self.dtype, c.hidden_size, c.intermediate_size):
+                return fused
+        return TORCH_OPS
+
+    def _attention(self, ops: TorchOps | native.FusedOps, qkv: torch.Tensor, rope: tuple,
                    batch: AttentionBatch, layer_kv: torch.Tensor) -> torch.Tensor:
         c = self.config
         num_tokens = qkv.shape[0]
-        q, k, v = qkv.split([self._q_size, self._kv_size, self._kv_size], dim=-1)
-        q = _apply_rope(q.view(num_tokens, c.num_heads, c.head_dim), cos, sin)
-        k = _apply_rope(k.view(num_tokens, c.num_kv_heads, c.head_dim), cos, sin)
         k_cache, v_cache = layer_kv[0], layer_kv[1]
-        slot_shape = (c.num_kv_heads, -1, c.head_dim)
-        k_cache.view(slot_shape).index_copy_(1, batch.slot_mapping, k.transpose(0, 1))
-        v = v.view(num_tokens, c.num_kv_heads, c.head_dim).transpose(0, 1)
-        v_cache.view(slot_shape).index_copy_(1, batch.slot_mapping, v)
+        q = ops.rope_store(qkv, rope, batch.slot_mapping, k_cache, v_cache, c.num_heads)
         out = torch.empty(num_tokens, c.num_heads, c.head_dim, dtype=q.dtype, device=q.device)
         for seg in batch.prefills:
             out[seg.start:seg.end] = self._prefill_attention(q[seg.start:seg.end], seg, k_cache, v_cache)
@@ -253,6 +257,43 @@ class LlamaModel:
                                            c.num_kv_heads, scale)
 
 
+class TorchOps:
+    """The decoder layer's elementwise steps as torch ops (every device and dtype); native.FusedOps
+    has the same interface."""
+
+    @staticmethod
+    def add_rms_norm(hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        if residual is not None:
+            hidden = hidden + residual
+        return hidden, F.rms_norm(hidden, (hidden.shape[-1],), weight, eps)
+
+    @staticmethod
+    def silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+        gate, up = gate_up.chunk(2, dim=-1)
+        return F.silu(gate) * up
+
+    @staticmethod
+    def rope_tables(cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor) -> tuple:
+        return cos[positions].unsqueeze(1), sin[positions].unsqueeze(1)
+
+    @staticmethod
+    def rope_store(qkv: torch.Tensor, rope: tuple, slots: torch.Tensor, k_cache: torch.Tensor,
+                   v_cache: torch.Tensor, num_heads: int) -> torch.Tensor:
+        num_kv_heads, _, _, dim = k_cache.shape
+        n = qkv.shape[0]
+        q, k, v = qkv.split([num_heads * dim, num_kv_heads * dim, num_kv_heads * dim], dim=-1)
+        q = _apply_rope(q.view(n, num_heads, dim), *rope)
+        k = _apply_rope(k.view(n, num_kv_heads, dim), *rope)
+        slot_shape = (num_kv_heads, -1, dim)
+        k_cache.view(slot_shape).index_copy_(1, slots, k.transpose(0, 1))
+        v_cache.view(slot_shape).index_copy_(1, slots, v.view(n, num_kv_heads, dim).transpose(0, 1))
+        return q
+
+
+TORCH_OPS = TorchOps()
+
+
 def _decode_attention_by_gather(q: torch.Tensor, tables: torch.Tensor, lengths: torch.Tensor,
                                 k_cache: torch.Tensor, v_cache: torch.Tensor, num_kv_heads: int,
                                 scale: float) -> torch.Tensor:
@@ -317,7 +358,8 @@ def _rope_tables(config: ModelConfig, dtype: torch.dtype) -> tuple[torch.Tensor,
 
 
 def _apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate-half RoPE (the Hugging Face Llama convention); x is [N, heads, dim]."""
+    """Rotate-half RoPE (the Hugging Face Llama convention); x is [N, heads, dim], cos and sin
+    [N, 1, dim]."""
     half = x.shape[-1] // 2
     rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
-    return x * cos.unsqueeze(1) + rotated * sin.unsqueeze(1)
+    return x * cos + rotated * sin

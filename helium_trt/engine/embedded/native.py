@@ -35,7 +35,7 @@ log = logging.getLogger(__name__)
 DISABLE_ENV = "HELIUM_NATIVE_KERNELS"
 CACHE_ENV = "HELIUM_NATIVE_CACHE"
 
-_SOURCE_PATH = Path(__file__).with_name("csrc") / "attention.c"
+_SOURCE_DIR = Path(__file__).with_name("csrc")
 
 # Reassociation lets the compiler vectorize the dot products (float sums in another order: the
 # result differs from a sequential sum by rounding only); errno-free expf.
@@ -125,6 +125,64 @@ class PagedPrefill:
         return out
 
 
+class FusedOps:
+    """The decoder layer's elementwise steps in one pass each, bf16 (``csrc/elementwise.c``):
+    the same interface as the model's torch ops (``model.TorchOps``).
+
+    NOTE: float32 inside and one rounding to bf16 at the end, where torch rounds after every op:
+    results differ from torch's by bf16 rounding, never more (tests/integration/test_engine_model.py).
+    """
+
+    def __init__(self, lib: ctypes.CDLL):
+        p, i, f = ctypes.c_void_p, ctypes.c_int64, ctypes.c_float
+        self._norm, self._silu, self._rope = lib.add_rms_norm_bf16, lib.silu_mul_bf16, lib.rope_store_bf16
+        for function, argtypes in ((self._norm, [p, p, p, i, i, f, p]), (self._silu, [p, i, i, p]),
+                                   (self._rope, [p, i, p, p, p, p, i, i, i, p, p, i, p])):
+            function.restype = ctypes.c_int
+            function.argtypes = argtypes
+
+    @staticmethod
+    def supports(dtype: torch.dtype, hidden_size: int, intermediate_size: int) -> bool:
+        return dtype == torch.bfloat16 and hidden_size % 16 == 0 and intermediate_size % 16 == 0
+
+    def add_rms_norm(self, hidden: torch.Tensor, residual: torch.Tensor | None, weight: torch.Tensor,
+                     eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """(hidden + residual, its RMS norm); hidden [tokens, size] is updated in place."""
+        out = torch.empty_like(hidden)
+        _check(self._norm(hidden.data_ptr(), None if residual is None else residual.data_ptr(),
+                          weight.data_ptr(), hidden.shape[0], hidden.shape[1], eps, out.data_ptr()))
+        return hidden, out
+
+    def silu_mul(self, gate_up: torch.Tensor) -> torch.Tensor:
+        """silu(gate) * up of the fused projection [tokens, 2 inter] (gate first)."""
+        rows, inter = gate_up.shape[0], gate_up.shape[1] // 2
+        out = torch.empty(rows, inter, dtype=gate_up.dtype)
+        _check(self._silu(gate_up.data_ptr(), rows, inter, out.data_ptr()))
+        return out
+
+    @staticmethod
+    def rope_tables(cos: torch.Tensor, sin: torch.Tensor, positions: torch.Tensor) -> tuple:
+        return cos, sin, positions.to(torch.int64).contiguous()
+
+    def rope_store(self, qkv: torch.Tensor, rope: tuple, slots: torch.Tensor, k_cache: torch.Tensor,
+                   v_cache: torch.Tensor, num_heads: int) -> torch.Tensor:
+        """q [tokens, heads, dim] after RoPE; k (after RoPE) and v written to their slots of the
+        layer's pool [kv_heads, blocks, block_size, dim]."""
+        cos, sin, positions = rope
+        num_kv_heads, num_blocks, block_size, dim = k_cache.shape
+        slots = slots.to(torch.int64).contiguous()
+        q = torch.empty(qkv.shape[0], num_heads, dim, dtype=qkv.dtype)
+        _check(self._rope(qkv.data_ptr(), qkv.shape[0], positions.data_ptr(), cos.data_ptr(), sin.data_ptr(),
+                          slots.data_ptr(), num_heads, num_kv_heads, dim, k_cache.data_ptr(),
+                          v_cache.data_ptr(), num_blocks * block_size, q.data_ptr()))
+        return q
+
+
+def _check(status: int) -> None:
+    if status != 0:
+        raise ValueError(f"native fused op: shape not supported (status {status})")
+
+
 def paged_decode() -> PagedDecode | None:
     """The decode kernel, compiled and loaded once per process; None where unavailable."""
     return _kernels()[0]
@@ -136,15 +194,21 @@ def paged_prefill() -> PagedPrefill | None:
     return _kernels()[1]
 
 
-def _kernels() -> tuple[PagedDecode | None, PagedPrefill | None]:
-    """Both kernels, built and loaded once per process (None where unavailable)."""
+def fused_ops() -> FusedOps | None:
+    """The fused bf16 elementwise kernels; None where unavailable (as ``paged_prefill``)."""
+    return _kernels()[2]
+
+
+def _kernels() -> tuple[PagedDecode | None, PagedPrefill | None, FusedOps | None]:
+    """The kernels, built and loaded once per process (None where unavailable)."""
     if os.environ.get(DISABLE_ENV, "1") == "0":
-        return None, None
+        return None, None, None
     with _lock:
         if "kernels" not in _loaded:
             lib = _load()
-            _loaded["kernels"] = (None, None) if lib is None else (
-                PagedDecode(lib), PagedPrefill(lib) if lib.paged_prefill_supported() else None)
+            _loaded["kernels"] = (None, None, None) if lib is None else (
+                PagedDecode(lib), PagedPrefill(lib) if lib.paged_prefill_supported() else None,
+                FusedOps(lib) if lib.fused_supported() else None)
         return _loaded["kernels"]  # type: ignore[return-value]
 
 
@@ -168,20 +232,22 @@ def _build(compiler: str) -> Path:
     """
     from helium_trt.engine.embedded.cpu import cpu_flags
 
-    source_text = _SOURCE_PATH.read_text()
+    sources = {path.name: path.read_text() for path in sorted(_SOURCE_DIR.glob("*.[ch]"))}
     version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
-    key = hashlib.sha256("\0".join([source_text, *_FLAGS, version, platform.machine(),
+    key = hashlib.sha256("\0".join([*(f"{name}\0{text}" for name, text in sources.items()), *_FLAGS,
+                                    version, platform.machine(),
                                     " ".join(sorted(cpu_flags()))]).encode()).hexdigest()[:16]
     directory = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "helium_trt" / "native")
-    target = directory / f"attention_{key}.so"
+    target = directory / f"kernels_{key}.so"
     if target.exists():
         return target
     directory.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=directory) as tmp:
-        source = Path(tmp) / "attention.c"
-        source.write_text(source_text)
+        for name, text in sources.items():
+            (Path(tmp) / name).write_text(text)
         built = Path(tmp) / target.name
-        result = subprocess.run([compiler, *_FLAGS, "-o", str(built), str(source), "-lm"],
+        c_files = [str(Path(tmp) / name) for name in sources if name.endswith(".c")]
+        result = subprocess.run([compiler, *_FLAGS, "-I", tmp, "-o", str(built), *c_files, "-lm"],
                                 capture_output=True, text=True, timeout=120)
         if result.returncode != 0:
             raise OSError(f"{compiler} failed: {result.stderr.strip()[-500:]}")
