@@ -1,5 +1,6 @@
 """Planning time for the Trading workflow over 32 rows: optimize + templated radix tree, and
-the runtime's whole prepare_run (optimize, tokenize every call, resident check, schedule).
+the runtime's whole prepare_run (optimize, tokenize every call, resident check, schedule), on
+fresh caches (a server's first request of the workflow) and on caches kept from earlier runs.
 
 Target: under 50 ms on the development machine (the paper reports < 230 ms planning).
 prepare_run uses the real tokenizer of --model (default models/SmolLM2-135M-Instruct) and an
@@ -50,10 +51,20 @@ class _TokenizerOnlyEngine:
         return 0
 
 
-def prepare_once(plan, rows, engine) -> tuple[float, int]:
+def prepare_once(plan, rows, engine, caches: RuntimeCaches | None = None) -> tuple[float, int]:
+    """One prepare_run: on fresh caches (a server's first request), or on ``caches`` kept
+    from earlier runs (the workflow's static text tokenized already)."""
     start = time.perf_counter()
-    prepared = prepare_run(plan, rows, [engine], RunOptions(), RuntimeCaches())
+    prepared = prepare_run(plan, rows, [engine], RunOptions(), caches or RuntimeCaches())
     return (time.perf_counter() - start) * 1000.0, len(prepared.calls.specs)
+
+
+def report(label: str, prepared: list[tuple[float, int]]) -> None:
+    times = sorted(ms for ms, _ in prepared)
+    median = statistics.median(times)
+    print(f"{label} {median:7.2f} ms median, {times[0]:.2f} min, {times[-1]:.2f} max over "
+          f"{prepared[0][1]} calls (target < {TARGET_MS:.0f} ms: "
+          f"{'ok' if median < TARGET_MS else 'MISSED'})")
 
 
 def main() -> int:
@@ -84,12 +95,13 @@ def main() -> int:
           f"(target < {TARGET_MS:.0f} ms: {'ok' if median < TARGET_MS else 'MISSED'})")
     engine = _TokenizerOnlyEngine(Path(args.model))
     prepare_once(plan, rows, engine)  # warm-up
-    prepared = [prepare_once(plan, rows, engine) for _ in range(args.repeat)]
-    times = sorted(ms for ms, _ in prepared)
-    median = statistics.median(times)
-    print(f"prepare_run  {median:7.2f} ms median, {times[0]:.2f} min, {times[-1]:.2f} max over "
-          f"{prepared[0][1]} calls (target < {TARGET_MS:.0f} ms: "
-          f"{'ok' if median < TARGET_MS else 'MISSED'})")
+    report("prepare_run ", [prepare_once(plan, rows, engine) for _ in range(args.repeat)])
+    # A server's later requests: the caches it keeps hold the workflow's static text's ids
+    # (runtime.static_tokens); the rows' values are tokenized afresh in every run.
+    caches = RuntimeCaches()
+    prepare_once(plan, rows, engine, caches)
+    report("  kept caches", [prepare_once(plan, rows, engine, caches)
+                             for _ in range(args.repeat)])
     return 0
 
 

@@ -11,6 +11,7 @@ computes is a token prefix of every prompt that starts with it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from itertools import islice
 from typing import Mapping, Sequence
 
 from helium_trt.cache.trt import common_prefix_len
@@ -26,6 +27,7 @@ from helium_trt.plan.prompt import (
     is_chat_prompt, prompt_templates, render_call, static_prefix,
 )
 from helium_trt.scheduler import CallSpec, OutputLengths
+from helium_trt.runtime.static_tokens import StaticTokens
 from helium_trt.runtime.values import utf8_size_over
 from helium_trt.scheduler.prefix_index import pack
 
@@ -57,15 +59,19 @@ class PromptTokenizer:
     unmarked text encoded (its data is not kept from becoming control tokens).
 
     With ``max_bytes`` (the server's --max-prompt-bytes), a prompt longer than that is refused
-    with ResourceExhaustedError before it is encoded.
+    with ResourceExhaustedError before it is encoded. ``static`` keeps the ids of static text
+    (``static_prefix``, ``encode``) across runs (runtime.static_tokens); without it they are
+    kept for this run only.
     """
 
-    def __init__(self, tokenizer, max_bytes: int | None = None) -> None:
+    def __init__(self, tokenizer, max_bytes: int | None = None,
+                 static: StaticTokens | None = None) -> None:
         self._tokenizer = tokenizer
         self._max_bytes = max_bytes
         self._whole = hasattr(tokenizer, "encode_prompt")
-        self._chunks: dict = {}  # the engine tokenizer's memo of text between control tokens
-        self._texts: dict[str, tuple[int, ...]] = {}
+        self._static = static if static is not None else StaticTokens(tokenizer)
+        # The engine tokenizer's memo of text between control tokens.
+        self._chunks: dict = self._static.chunks()
         self._prefixes: dict[str, tuple[int, ...]] = {}
 
     def encode_prompt(self, text: str) -> tuple[int, ...]:
@@ -88,6 +94,17 @@ class PromptTokenizer:
                 self._prefixes[text] = found
         return found
 
+    def static_prefix(self, text: str) -> tuple[int, ...]:
+        """``stable_prefix`` of text every request of the workflow holds (a template's literal
+        text before its first value), kept in the static memo."""
+        self._check_size(text)  # as stable_prefix would, whatever an earlier run's limit
+        found = self._static.prefix(text)
+        if found is None:
+            num_chunks = len(self._chunks)
+            found = self.stable_prefix(text)
+            self._static.add_prefix(text, found, islice(self._chunks.items(), num_chunks, None))
+        return found
+
     def _check_size(self, text: str) -> None:
         if self._max_bytes is None:
             return
@@ -98,12 +115,11 @@ class PromptTokenizer:
                 f"{self._max_bytes:,} bytes per prompt (refused before tokenizing)")
 
     def encode(self, text: str) -> tuple[int, ...]:
-        """Ids of plain ``text`` on its own (token counts and estimates)."""
-        found = self._texts.get(text)
+        """Ids of plain static ``text`` on its own (estimates), kept in the static memo."""
+        found = self._static.text(text)
         if found is None:
             found = tuple(self._tokenizer.encode(text))
-            if len(self._texts) < _MAX_MEMO:
-                self._texts[text] = found
+            self._static.add_text(text, found)
         return found
 
 
@@ -194,7 +210,7 @@ def _op_prompt(plan: Plan, llm: LlmOp, template: Template, tok: PromptTokenizer,
     first = next((i for i, seg in enumerate(template) if not isinstance(seg, str)),
                  len(template))
     head_text = static_prefix(template)
-    head = tok.stable_prefix(head_text) if head_text else ()
+    head = tok.static_prefix(head_text) if head_text else ()
     rest = template[first:]
     unknown_from = [0] * (len(rest) + 1)
     for i in range(len(rest) - 1, -1, -1):

@@ -19,6 +19,7 @@ from helium_trt.runtime.models import EnginesOrModels, ServedModel, as_models, b
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.single_flight import SingleFlight
+from helium_trt.runtime.static_tokens import StaticTokenScopes
 from helium_trt.runtime.worker_loads import WorkerLoads
 from helium_trt.scheduler import OutputLengths, Schedule, SchedulerConfig, build_schedule
 
@@ -26,12 +27,14 @@ from helium_trt.scheduler import OutputLengths, Schedule, SchedulerConfig, build
 @dataclass
 class RuntimeCaches:
     """State kept across requests: prompt results and observed output lengths per operator,
-    the LLM calls in flight (single flight) and the work queued on each engine."""
+    the LLM calls in flight (single flight), the work queued on each engine, and the token ids
+    of workflows' static text per model and tenant."""
 
     prompt_cache: PromptResultCache = field(default_factory=PromptResultCache)
     output_lengths: OutputLengths = field(default_factory=OutputLengths)
     flights: SingleFlight = field(default_factory=SingleFlight)
     loads: WorkerLoads = field(default_factory=WorkerLoads)
+    static_tokens: StaticTokenScopes = field(default_factory=StaticTokenScopes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,8 @@ def _model_run(model: ServedModel, plan: Plan, rows: Sequence[dict], options: Ru
                caches: RuntimeCaches, with_estimate: bool) -> ModelRun:
     engines = model.engines
     fmt = chat_format_of(engines[0])
-    tok = PromptTokenizer(engines[0].tokenizer, options.max_prompt_bytes)
+    static = caches.static_tokens.scope(model.name, options.cache_salt, engines[0].tokenizer)
+    tok = PromptTokenizer(engines[0].tokenizer, options.max_prompt_bytes, static)
     calls = plan_calls(plan, rows, fmt, tok, caches.output_lengths, model=model.name)
     config = SchedulerConfig(
         num_workers=len(engines), batch_capacity=max(1, options.max_inflight),
