@@ -42,8 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "adds 'call-level round-robin' and 'call-level least-loaded' (a "
                              "balancer in front of the workers) to the default systems")
     parser.add_argument("--threads", type=int, default=None, metavar="N",
-                        help="torch threads per engine (default: torch's setting; with "
-                             "--workers, 1)")
+                        help="torch threads per engine; vLLM gets as many OpenMP threads "
+                             "(default 1, as run and serve: the native kernels run on one thread)")
     parser.add_argument("--repeat", type=int, default=1, metavar="N",
                         help="run the systems in turn N times (A B A B) and report each one's "
                              "median wall time and the spread (min-max)")
@@ -57,6 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _run(args: argparse.Namespace) -> int:
     from helium_trt.bench.suite import (
         CROSS_BATCH_WORKLOADS, SuiteConfig, run_cross_batch_suite, run_suite, workload_names)
+    from helium_trt.engine.embedded.cpu import resolve_num_threads
+    from helium_trt.errors import HeliumError
 
     def progress(line: str) -> None:
         print(line, file=sys.stderr, flush=True)
@@ -70,14 +72,14 @@ def _run(args: argparse.Namespace) -> int:
             systems=tuple(args.system) if args.system else None, with_vllm=args.with_vllm,
             dtype=args.dtype, out_dir=args.out, json_path=args.json,
             num_workers=args.workers, repeat=args.repeat,
-            num_threads=args.threads or (1 if args.workers > 1 else None),
+            num_threads=resolve_num_threads(args.threads),
             command="helium-trt bench " + shlex.join(sys.argv[2:]) if len(sys.argv) > 1 else "")
         if args.cross_batch:
             report, _, paths = run_cross_batch_suite(config, args.overlap, progress,
                                                     args.interlude)
         else:
             report, _, paths = run_suite(config, progress)
-    except ValueError as exc:
+    except (ValueError, HeliumError) as exc:
         print(f"helium-trt bench: {exc}", file=sys.stderr)
         return 2
     for target in report.get("targets", ()):
