@@ -13,21 +13,23 @@ from helium_trt.plan.prompt import render_call
 
 
 def known_prompt(llm: LlmOp, is_chat: bool, template: Template, values: RowValues,
-                 fmt: ChatFormat, op_id: str | None = None) -> str | None:
+                 fmt: ChatFormat, op_id: str | None = None,
+                 marks: dict[str, str] | None = None) -> str | None:
     """The call's prompt with its data marked (plan.chat), or None when a value it reads is
     not computable now (an LLM output, a tool result, a list the call would run once per
-    element of)."""
+    element of). ``marks`` memoizes texts marked as data across calls (render_call)."""
     if is_chat:  # the conversation holds every value the template reads
         conversation = values.get(llm.prompt)
         if not (isinstance(conversation, str) or _is_conversation(conversation)):
             return None
-        return render_call(True, template, {}, conversation, fmt, op_id or llm.id)
+        return render_call(True, template, {}, conversation, fmt, op_id or llm.id, marks)
     if any(not isinstance(seg, (str, Ref)) for seg in template):
         return None
     refs = {seg.op_id for seg in template if isinstance(seg, Ref)}
     if any(values.text_of(ref) is None for ref in refs):
         return None
-    return render_call(False, template, {r: values.get(r) for r in refs}, None, fmt)
+    return render_call(False, template, {r: values.get(r) for r in refs}, None, fmt,
+                       marks=marks)
 
 
 def _is_conversation(value) -> bool:

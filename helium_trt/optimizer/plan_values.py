@@ -73,12 +73,31 @@ def _join(parts: list) -> str | None:
     return "".join(parts) if total <= MAX_TEXT_CHARS else None
 
 
-class RowValues:
-    """Plan-time values of one row; ``get`` returns None when the value is not computable."""
+def row_independent_values(plan: Plan, fmt: ChatFormat) -> dict[str, object]:
+    """The computable values every row shares: constants, and the formats and concats that
+    read nothing else (``RowValues(seed=)`` starts from them instead of recomputing them, and
+    rows then share one object for each: a memo keyed on them hashes it once)."""
+    independent: set[str] = set()
+    for op_id in plan.topo_order:
+        op = plan.by_id[op_id]
+        if isinstance(op, ConstantOp) or (isinstance(op, (FormatOp, ConcatOp))
+                                          and all(i in independent for i in op.inputs)):
+            independent.add(op_id)
+    values = RowValues(plan, {}, fmt)
+    return {op_id: value for op_id in independent if (value := values.get(op_id)) is not None}
 
-    def __init__(self, plan: Plan, row: Mapping[str, object], fmt: ChatFormat) -> None:
+
+class RowValues:
+    """Plan-time values of one row; ``get`` returns None when the value is not computable.
+
+    ``seed``: values known for every row already (``row_independent_values``). NOTE: they are
+    shared, not copied: no caller mutates a value it gets (conversations are read only).
+    """
+
+    def __init__(self, plan: Plan, row: Mapping[str, object], fmt: ChatFormat,
+                 seed: Mapping[str, object] | None = None) -> None:
         self._plan, self._row, self._fmt = plan, row, fmt
-        self._memo: dict[str, object] = {}
+        self._memo: dict[str, object] = dict(seed) if seed else {}
 
     def get(self, op_id: str):
         cached = self._memo.get(op_id, _MISSING)

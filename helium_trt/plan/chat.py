@@ -109,10 +109,25 @@ def unmark(text: str) -> str:
     return _MARKERS.sub("", text)
 
 
-def mark_conversation(conversation: Conversation, fmt: ChatFormat) -> list[dict]:
-    """Every text of ``conversation``'s messages (role, content, ...) marked as data."""
-    return [{k: mark_data(v, fmt) if isinstance(v, str) else v for k, v in m.items()}
+def mark_conversation(conversation: Conversation, fmt: ChatFormat,
+                      memo: dict[str, str] | None = None) -> list[dict]:
+    """Every text of ``conversation``'s messages (role, content, ...) marked as data.
+
+    ``memo`` (text -> marked) saves marking a text again: a system prompt every row repeats.
+    """
+    if memo is None:
+        return [{k: mark_data(v, fmt) if isinstance(v, str) else v for k, v in m.items()}
+                for m in conversation]
+    return [{k: mark_memoized(v, fmt, memo) if isinstance(v, str) else v for k, v in m.items()}
             for m in conversation]
+
+
+def mark_memoized(text: str, fmt: ChatFormat, memo: dict[str, str]) -> str:
+    """``mark_data(text, fmt)``, looked up in ``memo`` first."""
+    found = memo.get(text)
+    if found is None:
+        found = memo[text] = mark_data(text, fmt)
+    return found
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,7 +21,7 @@ import re
 from typing import Mapping, Sequence
 
 from helium_trt.plan.chat import (
-    ChatFormat, ChatTemplateError, mark_conversation, mark_data, render_chat,
+    ChatFormat, ChatTemplateError, mark_conversation, mark_data, mark_memoized, render_chat,
 )
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
@@ -115,21 +115,25 @@ def _chat_template(forms: tuple[_ChatForm, ...], fmt: ChatFormat, op_id: str) ->
 
 
 def render_call(chat: bool, template: Template, values: Mapping[str, object], prompt_value,
-                fmt: ChatFormat, op_id: str | None = None) -> str:
+                fmt: ChatFormat, op_id: str | None = None,
+                marks: dict[str, str] | None = None) -> str:
     """One call's exact prompt with its data marked (``plan.chat.unmark`` gives the text).
 
     A text prompt is ``template`` with each placeholder's value as data; a chat prompt is the
     conversation ``prompt_value`` (a text value: one user message) rendered whole by ``fmt``
-    with a generation prompt, every role and content as data.
+    with a generation prompt, every role and content as data. ``marks`` memoizes texts marked
+    as data (plan.chat.mark_memoized) across the calls that share it.
     """
     if not chat:
-        return "".join(seg if isinstance(seg, str) else
-                       mark_data(value_text(values[seg.op_id], fmt), fmt) for seg in template)
+        mark = (lambda text: mark_data(text, fmt)) if marks is None else \
+            (lambda text: mark_memoized(text, fmt, marks))
+        return "".join(seg if isinstance(seg, str) else mark(value_text(values[seg.op_id], fmt))
+                       for seg in template)
     if isinstance(prompt_value, list) and prompt_value and isinstance(prompt_value[0], dict):
         conversation = prompt_value
     else:
         conversation = [{"role": "user", "content": value_text(prompt_value, fmt)}]
-    return render_chat(fmt, mark_conversation(conversation, fmt), True, op_id)
+    return render_chat(fmt, mark_conversation(conversation, fmt, marks), True, op_id)
 
 
 def static_prefix(template: Template) -> str:

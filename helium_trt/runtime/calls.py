@@ -17,7 +17,7 @@ from typing import Mapping, Sequence
 from helium_trt.cache.trt import common_prefix_len
 from helium_trt.errors import ResourceExhaustedError
 from helium_trt.optimizer.known_prompts import known_prompt
-from helium_trt.optimizer.plan_values import RowValues
+from helium_trt.optimizer.plan_values import RowValues, row_independent_values
 from helium_trt.plan.chat import ChatFormat, mark_data, unmark
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import (
@@ -180,15 +180,17 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
     hit_rows = {op.id: set(dict(op.hits)) for op in plan.ops if isinstance(op, CacheFetchOp)}
     specs: dict[str, CallSpec] = {}
     packed: dict[str, bytes] = {}
+    shared, data_marks = row_independent_values(plan, fmt), {}
     for row_index, row in enumerate(rows):
-        values, marks = RowValues(plan, row, fmt), {}
+        values, marks = RowValues(plan, row, fmt, shared), {}
         suffix = call_id("", row_index)  # call_id(op_id, row) is op_id + suffix
         for op_id in llm_order:
             if row_index in hit_rows.get(op_id, ()):
                 continue
             prompt, cid = prompts[op_id], op_id + suffix
             try:
-                known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok)
+                known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok,
+                                                   data_marks)
             except ResourceExhaustedError as exc:
                 raise ResourceExhaustedError(f"operator {op_id!r}, row {row_index}: {exc}") \
                     from None
@@ -221,11 +223,14 @@ def _op_prompt(plan: Plan, llm: LlmOp, template: Template, tok: PromptTokenizer,
 
 
 def _known_tokens(op_id: str, prompt: _OpPrompt, values: RowValues, marks: dict[str, str],
-                  fmt: ChatFormat, tok: PromptTokenizer) -> tuple[tuple[int, ...], int]:
+                  fmt: ChatFormat, tok: PromptTokenizer,
+                  data_marks: dict[str, str]) -> tuple[tuple[int, ...], int]:
     """(known tokens, estimated unknown tokens) of one row's call: the whole prompt's encoding
     when plan time knows all of it, else the stable tokens of what it knows up to the first
-    placeholder without a value. ``marks`` memoizes the row's values marked as data."""
-    marked = (known_prompt(prompt.llm, prompt.is_chat, prompt.template, values, fmt, op_id)
+    placeholder without a value. ``marks`` memoizes the row's values marked as data by op id,
+    ``data_marks`` the run's by text."""
+    marked = (known_prompt(prompt.llm, prompt.is_chat, prompt.template, values, fmt, op_id,
+                           data_marks)
               if prompt.may_be_known else None)
     if marked is not None:
         return tok.encode_prompt(marked), 0
