@@ -74,10 +74,22 @@ def adjacent_common_prefixes(ranked: Sequence[Sequence[int]]) -> list[int]:
 
 def adjacent_common_packed(ranked: Sequence[bytes]) -> list[int]:
     """``adjacent_common_prefixes`` of sequences given as ``pack``ed bytes."""
-    ints = [int.from_bytes(p, "big") for p in ranked]
-    lens = [len(p) // 4 for p in ranked]
-    return [_common_of_ints(ints[i], lens[i], ints[i + 1], lens[i + 1])
-            for i in range(len(ranked) - 1)]
+    # NOTE: in sorted order a sequence is most often a prefix of the next (every row's call of
+    # an operator known only up to an LLM output, or equal prompts): startswith answers those
+    # at memcmp speed, and only the others become integers (Trading x 32: 2,720 of 2,815
+    # pairs; 5.6 -> 0.6 ms).
+    out: list[int] = []
+    next_int = None  # ranked[i] as an integer, when the previous pair made it
+    for i in range(len(ranked) - 1):
+        a, b = ranked[i], ranked[i + 1]
+        if b.startswith(a):
+            out.append(len(a) >> 2)
+            next_int = None
+            continue
+        a_int = next_int if next_int is not None else int.from_bytes(a, "big")
+        next_int = int.from_bytes(b, "big")
+        out.append(_common_of_ints(a_int, len(a) >> 2, next_int, len(b) >> 2))
+    return out
 
 
 def pack(tokens: Sequence[int]) -> bytes:

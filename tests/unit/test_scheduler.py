@@ -152,3 +152,25 @@ def test_greedy_order_matches_the_rescanning_definition_on_random_dags():
             deps = tuple(rng.sample([f"c{j}" for j in range(i)], k=min(i, rng.randint(0, 2))))
             calls[f"c{i}"] = spec(f"c{i}", prefix + tail, deps=deps)
         assert greedy_order(calls) == _reference_greedy_order(calls), trial
+
+
+def test_adjacent_common_prefixes_match_a_token_by_token_count():
+    import random
+
+    from helium_trt.scheduler.prefix_index import adjacent_common_packed, pack
+
+    def naive(a, b):
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return n
+
+    rng = random.Random(11)
+    for trial in range(300):
+        base = tuple(rng.randrange(1 << 32) for _ in range(rng.randint(0, 40)))
+        seqs = [base[:rng.randint(0, len(base))] + tuple(rng.choice([(), (7,), (7, 8), (1 << 31,)]))
+                for _ in range(rng.randint(1, 12))]
+        if trial % 2:
+            seqs.sort()  # sorted: mostly prefixes and equals; unsorted: a longer one first too
+        got = adjacent_common_packed([pack(s) for s in seqs])
+        assert got == [naive(a, b) for a, b in zip(seqs, seqs[1:])]
