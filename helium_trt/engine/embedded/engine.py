@@ -114,6 +114,7 @@ class EmbeddedEngine:
         model_dir = config.resolved_model_dir()
         loaded = model if model is not None else load_model(model_dir, _DTYPES[config.dtype])
         self.model = loaded.to(_device(config.device))
+        self.model.prepare()  # packs the weights now, not in the first request's time
         mc = self.model.config
         self.tokenizer = HFTokenizer.from_dir(model_dir, mc.eos_token_ids)
         num_blocks = config.num_blocks or _blocks_for_budget(config, self.model)

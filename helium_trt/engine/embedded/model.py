@@ -68,7 +68,7 @@ class LayerWeights:
     down: torch.Tensor
 
 
-# Linear weights on the CPU are packed for oneDNN (see LlamaModel._prepare_linears) unless
+# Linear weights on the CPU are packed for oneDNN (see LlamaModel.prepare) unless
 # $HELIUM_PACKED_WEIGHTS is 0; the batch size they are packed for (any batch works).
 PACK_ENV = "HELIUM_PACKED_WEIGHTS"
 PACK_BATCH_HINT = 8
@@ -132,7 +132,7 @@ class LlamaModel:
                 kv_cache: torch.Tensor) -> torch.Tensor:
         """Hidden states [N, hidden] after the final norm, for the flat batch of N tokens."""
         c = self.config
-        linear = self._linear or self._prepare_linears()
+        linear = self._linear or self.prepare()
         ops = self._elementwise_ops()
         hidden = F.embedding(input_ids, self.embed)
         rope = ops.rope_tables(self.cos, self.sin, positions)
@@ -147,20 +147,24 @@ class LlamaModel:
         return ops.add_rms_norm(hidden, residual, self.final_norm, eps)[1]
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        linear = self._linear or self._prepare_linears()
+        linear = self._linear or self.prepare()
         return linear(hidden, self.lm_head).float()
 
-    def _prepare_linears(self) -> Callable[..., torch.Tensor]:
-        """The linear layers' function; on the CPU first packs their weights for oneDNN.
+    def prepare(self) -> Callable[..., torch.Tensor]:
+        """The linear layers' function; on the CPU first packs their weights for oneDNN and has
+        the native kernels built (the engine calls it once the model is on its device, so no
+        request waits for either; else the first forward does).
 
         NOTE: torch's F.linear hands oneDNN a plain weight, which it reorders into its blocked
         layout at every call; packed once, SmolLM2's linears of a decode step at 8 sequences
         took 14.3 ms instead of 22.8 (bf16; 1.9x at 1 row, 1.3x at 32, 1.06x at 512, outputs
-        bit-identical). A packed weight is opaque (only oneDNN reads it): packing waits for the
-        first forward, after any ``to(device)``, and the tied lm_head gets its own copy.
+        bit-identical). A packed weight is opaque (only oneDNN reads it): packing waits for
+        ``to(device)``, and the tied lm_head gets its own copy.
         """
         with self._pack_lock:
             if self._linear is None:
+                if self.device.type == "cpu":
+                    native.paged_decode()  # compiles on a cold cache (seconds), then loads
                 self._linear = F.linear
                 if _packs_weights(self.device, self.dtype):
                     for layer in self.layers:
