@@ -98,7 +98,6 @@ class LlamaModel:
         self.lm_head = lm_head
         self.dtype = embed.dtype
         self._q_size = config.num_heads * config.head_dim
-        self._kv_size = config.num_kv_heads * config.head_dim
         self.device = embed.device
         self.cos, self.sin = (table.to(self.device) for table in _rope_tables(config, self.dtype))
         self._mask_cache: torch.Tensor | None = None
@@ -178,11 +177,16 @@ class LlamaModel:
         """The native fused bf16 ops where the attention kernels run too (CPU, one torch thread),
         else torch's."""
         c = self.config
-        if self.device.type == "cpu" and torch.get_num_threads() == 1:
+        if self._native_allowed():
             fused = native.fused_ops()
             if fused is not None and fused.supports(self.dtype, c.hidden_size, c.intermediate_size):
                 return fused
         return TORCH_OPS
+
+    def _native_allowed(self) -> bool:
+        """The native kernels run on the CPU while torch runs one thread: they are single-threaded,
+        and with more threads torch's own ops parallelize."""
+        return self.device.type == "cpu" and torch.get_num_threads() == 1
 
     def _attention(self, ops: TorchOps | native.FusedOps, qkv: torch.Tensor, rope: tuple,
                    batch: AttentionBatch, layer_kv: torch.Tensor) -> torch.Tensor:
@@ -202,7 +206,7 @@ class LlamaModel:
     def _prefill_attention(self, q: torch.Tensor, seg: PrefillSegment, k_cache: torch.Tensor,
                            v_cache: torch.Tensor) -> torch.Tensor:
         c = self.config
-        if q.device.type == "cpu" and torch.get_num_threads() == 1:
+        if self._native_allowed():
             kernel = native.paged_prefill()
             if kernel is not None and kernel.supports(q.dtype, c.head_dim):
                 return kernel(q, k_cache, v_cache, seg.context_blocks, seg.context_len, c.head_dim ** -0.5)
@@ -253,7 +257,7 @@ class LlamaModel:
                           v_cache: torch.Tensor) -> torch.Tensor:
         c = self.config
         scale = c.head_dim ** -0.5
-        if q.device.type == "cpu" and torch.get_num_threads() == 1:
+        if self._native_allowed():
             kernel = native.paged_decode()
             if kernel is not None and kernel.supports(q.dtype):
                 return kernel(q, k_cache, v_cache, group.context_blocks, group.lengths, scale)

@@ -6,10 +6,11 @@ decode kernel reads each key and value row once, in place, through the block tab
 attention gathered the context and ran a softmax per block of queries over bf16 scores; the
 prefill kernel (bf16, AVX512-BF16 only) packs each KV head's keys and values once and runs a
 flash-style pass: scores, running max and sum, and the product with V in one sweep, in float32.
-The C source is ``csrc/attention.c``, compiled by the system's C compiler into a per-user cache
-and loaded with ctypes (which releases the GIL during a call); where no compiler works, or
-``HELIUM_NATIVE_KERNELS=0``, ``paged_decode()`` and ``paged_prefill()`` are None and the model
-keeps the torch path.
+The fused elementwise kernels (``FusedOps``) do each decoder layer's residual add + RMS norm,
+SiLU gate and RoPE + KV store in one pass. The C sources are ``csrc/*.c``, compiled together by
+the system's C compiler into a per-user cache and loaded with ctypes (which releases the GIL
+during a call); where no compiler works, or ``HELIUM_NATIVE_KERNELS=0``, ``paged_decode()``,
+``paged_prefill()`` and ``fused_ops()`` are None and the model keeps torch's path.
 
 NOTE: single-threaded. The model uses them only while torch runs one thread (the default here,
 see engine/embedded/cpu.py); with more threads torch's own kernels parallelize.
@@ -203,6 +204,9 @@ def _kernels() -> tuple[PagedDecode | None, PagedPrefill | None, FusedOps | None
     """The kernels, built and loaded once per process (None where unavailable)."""
     if os.environ.get(DISABLE_ENV, "1") == "0":
         return None, None, None
+    loaded = _loaded.get("kernels")  # the model asks a few times a layer: no lock once loaded
+    if loaded is not None:
+        return loaded  # type: ignore[return-value]
     with _lock:
         if "kernels" not in _loaded:
             lib = _load()

@@ -341,11 +341,11 @@ int paged_prefill_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16_
                 q16[r * dim + d] = r < rows ? store_bf16(load_bf16(src[d]) * scale) : 0;
         }
         for (int64_t rb = 0; rb < rows_padded; rb += PF_R) {
-            int64_t lim[PF_R], l_count = rows - rb < PF_R ? rows - rb : PF_R;
+            int64_t lim[PF_R], count = rows - rb < PF_R ? rows - rb : PF_R;  /* real rows here */
             float l[PF_R];
-            for (int i = 0; i < PF_R; i++) lim[i] = first + ((i < l_count ? rb + i : rows - 1) / group);
+            for (int i = 0; i < PF_R; i++) lim[i] = first + ((i < count ? rb + i : rows - 1) / group);
             pf_row_block(qs + rb * pairs, kp, vp, lim, lim[PF_R - 1], dim, o, l, s, p);
-            for (int64_t i = 0; i < l_count; i++) {
+            for (int64_t i = 0; i < count; i++) {
                 int64_t r = rb + i;
                 uint16_t *dst = out + ((r / group) * num_heads + h * group + r % group) * dim;
                 float inv = 1.0f / l[i];
