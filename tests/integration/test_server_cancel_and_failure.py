@@ -24,6 +24,7 @@ from typing import Callable
 
 import grpc
 import pytest
+import torch
 from google.protobuf import json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -51,8 +52,10 @@ class Served:
 
 
 @contextlib.contextmanager
-def in_process_server(model_dir, policy: HealthPolicy = HealthPolicy(), on_give_up=None):
-    """``start_server`` over one EmbeddedEngine, on an event loop in a background thread."""
+def in_process_server(model_dir, policy: HealthPolicy = HealthPolicy(), on_give_up=None,
+                      dtype: str = "float32"):
+    """``start_server`` over one EmbeddedEngine, on an event loop in a background thread (bf16
+    with one torch thread: the native kernels' configuration)."""
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="test-server-loop", daemon=True)
     thread.start()
@@ -62,7 +65,8 @@ def in_process_server(model_dir, policy: HealthPolicy = HealthPolicy(), on_give_
 
     async def start():
         engine = EmbeddedEngine(EngineConfig(model_dir=str(model_dir), num_blocks=256,
-                                             max_num_batched_tokens=256, dtype="float32"))
+                                             max_num_batched_tokens=256, dtype=dtype,
+                                             num_threads=1 if dtype == "bfloat16" else None))
         core = HeliumCore([engine])
         server, port = await start_server(core, "127.0.0.1:0", health_policy=policy,
                                           on_give_up=on_give_up)
@@ -141,10 +145,22 @@ def _kv_blocks_held(address: str) -> int:
         return stub.Stats(service_pb2.StatsRequest(), timeout=5).kv_blocks_held
 
 
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
 def test_cancel_storm_over_grpc_loses_no_uncancelled_row_and_frees_every_block(
-        tiny_model_dir, caplog):
+        tiny_model_dir, caplog, monkeypatch, dtype):
+    """In bfloat16 the engine runs the native prefill, decode and fused kernels (where the CPU
+    has them): counted, so the storm is known to have gone through them."""
+    from helium_trt.engine.embedded import native
+
+    kernel_calls = {"prefill": 0, "decode": 0}
+    for kind, cls in (("prefill", native.PagedPrefill), ("decode", native.PagedDecode)):
+        def counted(self, *args, _call=cls.__call__, _kind=kind):
+            kernel_calls[_kind] += 1
+            return _call(self, *args)
+        monkeypatch.setattr(cls, "__call__", counted)
     num_runs, num_clients = 300, 8
-    with caplog.at_level(logging.ERROR), in_process_server(tiny_model_dir) as served:
+    threads = torch.get_num_threads()
+    with caplog.at_level(logging.ERROR), in_process_server(tiny_model_dir, dtype=dtype) as served:
         def client(index: int) -> list[tuple[bool, list]]:
             rng = random.Random(index)
             outcomes = []
@@ -182,8 +198,11 @@ def test_cancel_storm_over_grpc_loses_no_uncancelled_row_and_frees_every_block(
     for events in completed:
         assert not _errors(events), _errors(events)
         assert _kinds(events).count("row_output") == 1 and _kinds(events)[-1] == "run_stats"
+    torch.set_num_threads(threads)
     assert held == 0
     assert "engine step failed" not in caplog.text
+    if dtype == "bfloat16" and native.paged_prefill() is not None:
+        assert kernel_calls["prefill"] > 0 and kernel_calls["decode"] > 0, kernel_calls
 
 
 def test_an_engine_failure_fails_runs_at_once_and_health_follows_the_engine(
