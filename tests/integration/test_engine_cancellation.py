@@ -79,27 +79,32 @@ def test_cancel_during_a_step_waits_for_it_and_spares_the_rest_of_the_batch(embe
 
 def test_a_live_request_id_is_never_replaced_not_even_while_its_cancel_waits(embedded_engine):
     engine = embedded_engine
-    gate = StepGate(engine._core.runner)
+    # NOTE: the step that prefills "dup" is held, so the request is live for certain while the
+    # test submits the duplicates (unheld, the tiny model sometimes finished all its tokens
+    # between its first token and the duplicate's submission).
+    gate = StepGate(engine._core.runner, "dup")
 
     async def main():
         first = engine.generate(request("dup", _prompt(engine, "x"), max_tokens=24, ignore_eos=True))
-        await anext(first)
-        with pytest.raises(InvalidRequestError, match="'dup'"):
-            await anext(engine.generate(request("dup", _prompt(engine, "y"), max_tokens=2)))
-        gate.armed = True
+        first_item = asyncio.create_task(anext(first))
         try:
             assert await asyncio.to_thread(gate.entered.wait, 30)
+            with pytest.raises(InvalidRequestError, match="'dup'"):
+                await anext(engine.generate(request("dup", _prompt(engine, "y"), max_tokens=2)))
             await engine.cancel("dup")  # deferred: the step is in flight
             with pytest.raises(InvalidRequestError, match="'dup'"):
                 await anext(engine.generate(request("dup", _prompt(engine, "y"), max_tokens=2)))
         finally:
             gate.release.set()
-        items = [item async for item in first]
+        items = [await first_item] + [item async for item in first]
         # Delivered: the id is free again, and the new stream gets its own result.
         _, again = await collect(engine, request("dup", _prompt(engine, "y"), max_tokens=2))
-        return items[-1], again
+        return items, again
 
-    cancelled, again = asyncio.run(main())
+    items, again = asyncio.run(main())
+    # The held step completed (dup's first token), then the deferred cancel applied.
+    assert [type(i).__name__ for i in items] == ["TokenDelta", "RequestResult"]
+    cancelled = items[-1]
     assert cancelled.finish_reason == "cancelled" and cancelled.request_id == "dup"
     assert again.finish_reason in ("length", "stop") and len(again.output_token_ids) <= 2
     assert engine.num_held_blocks() == 0
