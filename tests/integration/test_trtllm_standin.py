@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
+import threading
 
 import numpy as np
 import pytest
@@ -121,12 +123,33 @@ def test_kv_cache_block_and_request_gauges_follow_each_step(server):
     assert all(labels["model"] == "tensorrt_llm" and labels["version"] == "1" for labels in families.labels)
 
     class SnapshotSink(FakeSink):
+        def __init__(self):
+            super().__init__()
+            self.sent = threading.Event()
+
         def send(self, tensors, final):
             super().send(tensors, final)
             self.snapshots = getattr(self, "snapshots", []) + [dict(families.values)]
+            self.sent.set()
+
+    # NOTE: the gauges read the engine as it is when a token reaches the stand-in; the engine's
+    # steps after the second wait for the first response, so the request is still live then
+    # (unheld, a loaded machine once let the tiny model finish all 6 tokens first).
+    sink = SnapshotSink()
+    runner = server.engine._core.runner
+    run, num_steps = runner.run, itertools.count(1)
+
+    def held_run(sched):
+        if next(num_steps) >= 3:
+            sink.sent.wait(10)
+        return run(sched)
 
     prompt = range(100, 140)  # 40 tokens: 2 full blocks, a third partly filled
-    during = serve(metered, tensors_for(prompt, max_tokens=6, ignore_eos=True), "m1", SnapshotSink())
+    runner.run = held_run
+    try:
+        during = serve(metered, tensors_for(prompt, max_tokens=6, ignore_eos=True), "m1", sink)
+    finally:
+        runner.run = run
     first = during.snapshots[0]
     used = first[("nv_trt_llm_kv_cache_block_metrics", "used")]
     assert used == 3 and first[("nv_trt_llm_kv_cache_block_metrics", "free")] == 61
