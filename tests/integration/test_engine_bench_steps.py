@@ -19,7 +19,7 @@ from helium_trt.errors import InvalidRequestError
 
 def test_step_figures_on_the_embedded_engine(embedded_engine):
     config = StepBenchConfig(prefill_lengths=(40, 90), decode_seqs=3, decode_prompt_tokens=8,
-                             decode_steps=4, repeats=1)
+                             decode_steps=16, repeats=2)
     lines: list[str] = []
     figures = asyncio.run(step_figures(embedded_engine, embedded_engine.tokenizer, config,
                                        process_cpu_seconds, "t", lines.append))

@@ -26,6 +26,10 @@ _FILLER = ("In a quiet village by the sea, the fishermen mended their nets at da
            "children counted gulls and the baker sold warm bread to travellers. ")
 
 
+class NoisyMeasurementError(RuntimeError):
+    """A figure came out non-positive: the machine's noise was larger than what was measured."""
+
+
 @dataclass(frozen=True, slots=True)
 class StepBenchConfig:
     prefill_lengths: tuple[int, ...] = (1024, 2048)
@@ -58,22 +62,27 @@ async def step_figures(engine, tokenizer, config: StepBenchConfig, cpu_seconds: 
         progress(f"{tag}: prefill {length} tokens: {prefill[str(length)]} tokens/s "
                  f"({prefill_cpu[str(length)]} per CPU-second)")
     n, steps = config.decode_seqs, config.decode_steps
-    walls, cpus = [], []
+    shorts, longs = [], []
     for rep in range(config.repeats):
         def prompts(kind: str) -> list[list[int]]:
             return [cold_prompt(tokenizer, config.decode_prompt_tokens, f"{tag}-d{kind}{rep}-{i}")
                     for i in range(n)]
-        short = await _timed(engine, prompts("s"), 1, cpu_seconds)
-        long = await _timed(engine, prompts("l"), 1 + steps, cpu_seconds)
-        walls.append((long[0] - short[0]) / steps)
-        cpus.append((long[1] - short[1]) / steps)
-    step_ms, step_cpu_ms = min(walls) * 1000.0, min(cpus) * 1000.0
+        shorts.append(await _timed(engine, prompts("s"), 1, cpu_seconds))
+        longs.append(await _timed(engine, prompts("l"), 1 + steps, cpu_seconds))
+    # NOTE: the least disturbed run of each kind, then the difference: noise only adds time, and
+    # the smallest paired difference would pick the run whose short half was slowed most.
+    step_s = (min(w for w, _ in longs) - min(w for w, _ in shorts)) / steps
+    step_cpu_s = (min(c for _, c in longs) - min(c for _, c in shorts)) / steps
+    if step_s <= 0 or step_cpu_s <= 0:
+        raise NoisyMeasurementError(f"{tag}: {steps} decode steps at {n} sequences measured no longer than "
+                           f"none (the machine's noise is larger): raise decode_steps or repeats")
+    step_ms, step_cpu_ms = step_s * 1000.0, step_cpu_s * 1000.0
     progress(f"{tag}: decode step at {n} sequences: {step_ms:.1f} ms ({step_cpu_ms:.1f} CPU-ms), "
-             f"{n / min(walls):.1f} tokens/s")
+             f"{n / step_s:.1f} tokens/s")
     return {"prefill_tokens_per_s": prefill, "prefill_cpu_tokens_per_s": prefill_cpu,
             "decode_step_ms": {str(n): round(step_ms, 2)},
             "decode_step_cpu_ms": {str(n): round(step_cpu_ms, 2)},
-            "decode_tokens_per_s": {str(n): round(n / min(walls), 1)}}
+            "decode_tokens_per_s": {str(n): round(n / step_s, 1)}}
 
 
 async def _timed(engine, prompts: list[list[int]], max_tokens: int,

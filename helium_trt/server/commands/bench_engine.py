@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from helium_trt.engine.config import MODEL_DIR_ENV, default_device, default_model_dir
+from helium_trt.errors import HeliumError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -33,14 +35,18 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from helium_trt.engine.embedded.bench import BenchConfig, run_bench
-    from helium_trt.engine.embedded.bench_steps import StepBenchConfig
+    from helium_trt.engine.embedded.bench_steps import NoisyMeasurementError, StepBenchConfig
 
-    report = run_bench(BenchConfig(model_dir=args.model or default_model_dir(), run_hf=not args.no_hf,
-                                  dtype=args.dtype, device=args.device or default_device(),
-                                  num_threads=args.threads,
-                                  steps=None if args.no_steps else StepBenchConfig(),
-                                  with_vllm=args.with_vllm),
-                       progress=lambda line: print(line, flush=True))
+    try:
+        report = run_bench(BenchConfig(model_dir=args.model or default_model_dir(), run_hf=not args.no_hf,
+                                      dtype=args.dtype, device=args.device or default_device(),
+                                      num_threads=args.threads,
+                                      steps=None if args.no_steps else StepBenchConfig(),
+                                      with_vllm=args.with_vllm),
+                           progress=lambda line: print(line, flush=True))
+    except (ValueError, HeliumError, NoisyMeasurementError) as exc:
+        print(f"helium-trt bench-engine: {exc}", file=sys.stderr)
+        return 2
     text = json.dumps(report, indent=2)
     print(text)
     if args.json is not None:
