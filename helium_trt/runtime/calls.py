@@ -27,6 +27,7 @@ from helium_trt.plan.prompt import (
     is_chat_prompt, prompt_templates, render_call, static_prefix,
 )
 from helium_trt.scheduler import CallSpec, OutputLengths
+from helium_trt.runtime.cancel import CancelToken
 from helium_trt.runtime.static_tokens import StaticTokens
 from helium_trt.runtime.values import utf8_size_over
 from helium_trt.scheduler.prefix_index import pack
@@ -162,9 +163,12 @@ def render_prompt(calls: PlannedCalls, op_id: str, values: Mapping[str, object],
 
 
 def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTokenizer,
-               lengths: OutputLengths, model: str | None = None) -> PlannedCalls:
+               lengths: OutputLengths, model: str | None = None,
+               cancel: CancelToken | None = None) -> PlannedCalls:
     """The calls of ``plan``'s LLM operators (only those on ``model`` when given: each served
-    model plans its own calls with its own format and tokenizer)."""
+    model plans its own calls with its own format and tokenizer). A set ``cancel`` stops it
+    with PlanningCancelled before the next prompt is rendered and tokenized."""
+    cancel = cancel if cancel is not None else CancelToken()
     llm_ops = {op.id: llm for op in plan.ops
                if (llm := llm_of(op)) is not None and (model is None or llm.model == model)}
     both = {op_id: prompt_templates(plan, llm, fmt) for op_id, llm in llm_ops.items()}
@@ -188,6 +192,8 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
             if row_index in hit_rows.get(op_id, ()):
                 continue
             prompt, cid = prompts[op_id], op_id + suffix
+            # Per call, not per row: one call's prompt may take a second to tokenize (1 MB).
+            cancel.check("at operator %r, row %d of %d", op_id, row_index, len(rows))
             try:
                 known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok,
                                                    data_marks)

@@ -15,6 +15,7 @@ from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.fanout import count_llm_calls
 from helium_trt.plan.graph import Plan
 from helium_trt.runtime.calls import PlannedCalls, PromptTokenizer, llm_of, plan_calls
+from helium_trt.runtime.cancel import CancelToken
 from helium_trt.runtime.models import EnginesOrModels, ServedModel, as_models, bind_models
 from helium_trt.runtime.options import RunOptions
 from helium_trt.runtime.patterns import RE2
@@ -71,15 +72,18 @@ def chat_format_of(engine: Engine) -> ChatFormat:
 
 def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
                 options: RunOptions, caches: RuntimeCaches,
-                with_estimate: bool = False) -> PreparedRun:
+                with_estimate: bool = False, cancel: CancelToken | None = None) -> PreparedRun:
     """Optimize (validating rows), tokenize what plan time knows, and schedule every call.
 
     ``engines`` is one model's workers, or a ModelSet: each LLM operator's model is resolved
     first (ModelNotFoundError naming the operator and field 'model' for an unknown one), and
     each model's calls are planned and scheduled on its own workers. The schedule's cost
-    estimate is left out unless ``with_estimate`` (a run never reads it).
+    estimate is left out unless ``with_estimate`` (a run never reads it). Once ``cancel`` is
+    set, planning stops with PlanningCancelled at its next step (a phase, or a call's prompt).
     """
     start = time.perf_counter()
+    cancel = cancel if cancel is not None else CancelToken()
+    cancel.check("before optimizing")
     models = as_models(engines)
     plan = bind_models(plan, models)
     default = models[models.default]
@@ -94,7 +98,8 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
     if options.max_calls is not None:
         check_num_calls(optimized.plan, rows, options.max_calls)
     used = {llm.model for op in optimized.plan.ops if (llm := llm_of(op)) is not None}
-    runs = {name: _model_run(models[name], optimized.plan, rows, options, caches, with_estimate)
+    runs = {name: _model_run(models[name], optimized.plan, rows, options, caches, with_estimate,
+                             cancel)
             for name in models.names if name == models.default or name in used}
     first = runs[models.default]
     calls = first.calls if len(runs) == 1 else _merge_calls([r.calls for r in runs.values()])
@@ -103,12 +108,13 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
 
 
 def _model_run(model: ServedModel, plan: Plan, rows: Sequence[dict], options: RunOptions,
-               caches: RuntimeCaches, with_estimate: bool) -> ModelRun:
+               caches: RuntimeCaches, with_estimate: bool, cancel: CancelToken) -> ModelRun:
     engines = model.engines
     fmt = chat_format_of(engines[0])
     static = caches.static_tokens.scope(model.name, options.cache_salt, engines[0].tokenizer)
     tok = PromptTokenizer(engines[0].tokenizer, options.max_prompt_bytes, static)
-    calls = plan_calls(plan, rows, fmt, tok, caches.output_lengths, model=model.name)
+    calls = plan_calls(plan, rows, fmt, tok, caches.output_lengths, model=model.name,
+                       cancel=cancel)
     config = SchedulerConfig(
         num_workers=len(engines), batch_capacity=max(1, options.max_inflight),
         block_size=engines[0].info.block_size,
@@ -119,6 +125,7 @@ def _model_run(model: ServedModel, plan: Plan, rows: Sequence[dict], options: Ru
     )
     if options.max_prompt_tokens is not None:
         check_prompt_tokens(calls, options.max_prompt_tokens)
+    cancel.check("before scheduling")
     resident = [_resident_prefixes(engine, calls, options) for engine in engines]
     schedule = build_schedule(calls.specs, config, resident, with_estimate, calls.packed)
     return ModelRun(model.name, engines, fmt, tok, calls, schedule)

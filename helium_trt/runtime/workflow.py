@@ -9,8 +9,11 @@ row; the other rows finish.
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from typing import AsyncIterator, Awaitable, Callable, Sequence
 
@@ -26,6 +29,7 @@ from helium_trt.plan.chat import unmark
 from helium_trt.plan.prompt import value_text
 from helium_trt.runtime import values as V
 from helium_trt.runtime.calls import call_id, render_prompt
+from helium_trt.runtime.cancel import run_cancellable
 from helium_trt.runtime.dispatch import CallFailed, Dispatcher
 from helium_trt.runtime.events import (
     Event, OpFinished, OpStarted, RowOutput, RunError, TokenDelta,
@@ -73,8 +77,10 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine] | ModelSet, *,
     rows = tuple(rows if rows is not None else plan.rows)
     caches = caches if caches is not None else RuntimeCaches()
     # NOTE: off the event loop: planning tokenizes every prompt it knows (the tokenizer releases
-    # the GIL on long texts), so other requests' RPCs keep answering meanwhile.
-    prepared = await asyncio.to_thread(prepare_run, plan, rows, engines, options, caches)
+    # the GIL on long texts), so other requests' RPCs keep answering meanwhile. A run cancelled
+    # while planning (client cancel, deadline, shutdown) stops its planning at the next prompt.
+    prepared = await run_cancellable(planning_executor(), prepare_run, plan, rows, engines,
+                                     options, caches)
     stats = StatsAccumulator(num_rows=len(rows), planning_ms=prepared.planning_ms,
                              num_ops_before=len(plan.ops), num_ops_after=len(prepared.optimized.plan))
     queue: asyncio.Queue = asyncio.Queue()
@@ -94,6 +100,27 @@ async def run_workflow(plan: Plan, engines: Sequence[Engine] | ModelSet, *,
     finally:
         for task in row_tasks:
             task.cancel()
+
+
+_planning_pool: ThreadPoolExecutor | None = None
+_planning_pool_lock = threading.Lock()
+
+
+def planning_executor() -> ThreadPoolExecutor:
+    """The threads runs are planned in, shared by every run of the process.
+
+    NOTE: a pool of its own, as many threads as asyncio's default executor has: big requests'
+    planning (tens of seconds at the server's row limits) then never queues the default
+    executor's work behind it (Explain, static prefixes, tokenizing a long prompt of a running
+    call), and takes no concurrency from planning either. It is not made smaller: a small plan
+    behind a few big ones would wait for them instead of sharing the CPU.
+    """
+    global _planning_pool
+    with _planning_pool_lock:
+        if _planning_pool is None:
+            _planning_pool = ThreadPoolExecutor(min(32, (os.cpu_count() or 1) + 4),
+                                                thread_name_prefix="helium-planning")
+        return _planning_pool
 
 
 def _retrieve(future: asyncio.Future) -> None:

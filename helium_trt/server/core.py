@@ -31,6 +31,7 @@ from helium_trt.optimizer.explain import Explanation, explain, to_json, to_text
 from helium_trt.plan.ops import LlmOp
 from helium_trt.plan.prompt import llm_prompt_template
 from helium_trt.runtime.calls import PromptTokenizer
+from helium_trt.runtime.cancel import CancelToken, run_cancellable
 from helium_trt.runtime.events import RunError, RunStats
 from helium_trt.runtime.models import ModelSet, as_models, bind_models
 from helium_trt.runtime.patterns import RE2
@@ -210,11 +211,12 @@ class HeliumCore:
 
     async def explain(self, request: service_pb2.ExplainRequest,
                       tenant: Tenant = DEFAULT_TENANT) -> service_pb2.ExplainResponse:
-        # Planning tokenizes every prompt it knows: a worker thread keeps the event loop free.
-        return await asyncio.to_thread(self._explain, request, tenant)
+        # Planning tokenizes every prompt it knows: a worker thread keeps the event loop free,
+        # and stops planning when the Explain is cancelled.
+        return await run_cancellable(None, self._explain, request, tenant)
 
-    def _explain(self, request: service_pb2.ExplainRequest,
-                 tenant: Tenant) -> service_pb2.ExplainResponse:
+    def _explain(self, request: service_pb2.ExplainRequest, tenant: Tenant,
+                 cancel: CancelToken) -> service_pb2.ExplainResponse:
         plan, rows, options = run_request_inputs(request.request)
         options = self._server_options(options, tenant)
         caches = self.tenants.get(tenant).caches
@@ -222,7 +224,7 @@ class HeliumCore:
         prepared = None
         if rows:  # the run's own planning, once: its optimize already consulted the result cache
             prepared = prepare_run(plan, rows, self.models, options, caches,
-                                   with_estimate=True)
+                                   with_estimate=True, cancel=cancel)
             ex = Explanation(prepared.optimized, build_trt(prepared.optimized.plan, fmt),
                              prepared.planning_ms, fmt.source)
         else:
