@@ -49,7 +49,7 @@ class CancelToken:
         """Raise PlanningCancelled, saying where the work stopped (``where % args``: formatted
         only then), once cancelled."""
         if self._event.is_set():
-            raise PlanningCancelled(f"planning stopped {where % args}: the run was cancelled")
+            raise PlanningCancelled(f"planning stopped {where % args}: its request was cancelled")
 
 
 async def run_cancellable(executor: Executor | None, func: Callable[..., T], /, *args,
