@@ -15,7 +15,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from helium_trt.engine.embedded import native
+from helium_trt.engine.embedded import hugepages, native
 from helium_trt.engine.embedded.model_config import ModelConfig
 
 
@@ -125,7 +125,7 @@ class LlamaModel:
     def allocate_kv_cache(self, num_blocks: int, block_size: int) -> torch.Tensor:
         c = self.config
         shape = (c.num_layers, 2, c.num_kv_heads, num_blocks, block_size, c.head_dim)
-        return torch.zeros(shape, dtype=self.dtype, device=self.device)
+        return hugepages.zeros(shape, self.dtype, self.device)
 
     def forward(self, input_ids: torch.Tensor, positions: torch.Tensor, batch: AttentionBatch,
                 kv_cache: torch.Tensor) -> torch.Tensor:
