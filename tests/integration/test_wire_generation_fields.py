@@ -66,13 +66,18 @@ def test_a_served_process_runs_them_for_several_clients_as_in_process(long_tiny_
                         and e.op_finished.op_id == "samples"]
             rows = {e.row_output.row: dict(e.row_output.outputs) for e in events
                     if e.WhichOneof("event") == "row_output"}
-            return rows, sorted((f.row, f.output_tokens) for f in finished)
+            return rows, sorted((f.row, f.output_tokens, f.from_result_cache) for f in finished)
 
         results = list(ThreadPoolExecutor(4).map(run, range(4)))
-    for rows, output_tokens in results:
+    for rows, finished in results:
         assert rows == expected
-        # ignore_eos with max_tokens from the row: each of the 2 samples decodes exactly that many.
-        assert output_tokens == [(0, 2 * 5), (1, 2 * 3)]
+        # ignore_eos with max_tokens from the row: each of the 2 samples decodes exactly that many
+        # (or, where another client's run had stored the row's result first, none: a cache hit).
+        assert [(row, tokens) for row, tokens, cached in finished if not cached] in (
+            [(0, 2 * 5), (1, 2 * 3)], [(0, 2 * 5)], [(1, 2 * 3)], [])
+        assert all(tokens == 0 for _, tokens, cached in finished if cached)
+    # The server computed each row once at least: not every client found it cached.
+    assert {row for _, finished in results for row, _, cached in finished if not cached} == {0, 1}
     for row in (0, 1):
         samples = json.loads(expected[row]["out"])
         assert len(samples) == 2
