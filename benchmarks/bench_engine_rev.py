@@ -29,6 +29,7 @@ def main() -> int:
     torch.set_num_threads(1)
     spec = importlib.util.spec_from_file_location("work_tree_bench_steps", _STEPS)
     steps = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = steps  # dataclasses look their module up while the class is made
     spec.loader.exec_module(steps)
     import helium_trt
     from helium_trt.engine.config import EngineConfig
