@@ -4,13 +4,16 @@ CPU time (bench_engine_ab.py swaps model.py and runner.py but keeps the work tre
 
     python benchmarks/bench_kernels_ab.py --rev HEAD~1 --scen prefill1024@0,decode8 --reps 9
 
-Scenarios as in bench_engine_ab.py, on a scattered KV pool, bf16.
+Scenarios as in bench_engine_ab.py, on a scattered KV pool, bf16. With --a-small-pages, A also
+runs on a KV pool of 4 KB pages and B on one advised for huge pages (engine/embedded/hugepages.py),
+two runners over one model: the kernels and the pool change together.
 """
 
 from __future__ import annotations
 
 import argparse
 import ctypes
+import os
 import statistics
 import subprocess
 import sys
@@ -24,7 +27,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).parent))
 from bench_engine_ab import BS, NUM_BLOCKS, _scenario  # noqa: E402
 
-from helium_trt.engine.embedded import native  # noqa: E402
+from helium_trt.engine.embedded import hugepages, native  # noqa: E402
 from helium_trt.engine.embedded.kv_manager import KVManager  # noqa: E402
 from helium_trt.engine.embedded.loader import load_model  # noqa: E402
 from helium_trt.engine.embedded.runner import ModelRunner  # noqa: E402
@@ -56,12 +59,15 @@ def main() -> int:
     parser.add_argument("--model", default="models/SmolLM2-135M-Instruct")
     parser.add_argument("--scen", default="prefill1024@0,prefill512@1536,decode8")
     parser.add_argument("--reps", type=int, default=9)
+    parser.add_argument("--a-small-pages", action="store_true",
+                        help="A's KV pool on 4 KB pages, B's advised for huge pages")
     args = parser.parse_args()
     torch.set_num_threads(1)
     with tempfile.TemporaryDirectory() as tmp:
         kernels = {"A": _kernels(_build_rev(args.rev, Path(tmp))), "B": _kernels(native._build("cc"))}
     model = load_model(args.model, torch.bfloat16)
-    runner = ModelRunner(model, NUM_BLOCKS, BS)
+    runners = {"B": _runner(model, huge=True)}
+    runners["A"] = _runner(model, huge=False) if args.a_small_pages else runners["B"]
     kv = KVManager(NUM_BLOCKS, BS, enable_prefix_caching=False)
     gen = torch.Generator().manual_seed(0)
     every = kv.pool.allocate(NUM_BLOCKS)
@@ -74,7 +80,7 @@ def main() -> int:
                 for key in "AB":
                     native._loaded["kernels"] = kernels[key]
                     start = time.thread_time()
-                    runner.run(sched)
+                    runners[key].run(sched)
                     if rep:
                         times[key].append(time.thread_time() - start)
         ratios = sorted(a / b for a, b in zip(times["A"], times["B"]))
@@ -83,6 +89,11 @@ def main() -> int:
               f"B {statistics.median(times['B']) * 1e3:.1f} ms  A/B median {statistics.median(ratios):.2f} "
               f"(IQR {q(0.25):.2f}-{q(0.75):.2f}, {args.reps} pairs)", flush=True)
     return 0
+
+
+def _runner(model, huge: bool) -> ModelRunner:
+    with mock.patch.dict(os.environ, {hugepages.DISABLE_ENV: "1" if huge else "0"}):
+        return ModelRunner(model, NUM_BLOCKS, BS)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
+from helium_trt.optimizer.known_prompts import RenderedPrompts
 from helium_trt.plan.chat import CHATML, ChatFormat
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import GenerationConfig
@@ -42,7 +43,9 @@ class OptimizeContext:
     prompt-result cache); ``prompt_cache`` is None when no cache is available, which turns
     ``fetch_cached_results`` into a no-op. ``patterns`` is the regex engine that validates
     switch and loop patterns and lets ``prune_switches`` decide regex switches; None leaves
-    patterns unchecked and regex switches to the runtime.
+    patterns unchecked and regex switches to the runtime. ``rendered_prompts``, when given,
+    receives the known prompts the cache lookup renders, by LLM operator id, for the runtime's
+    planner to reuse.
     """
 
     chat_format: ChatFormat = CHATML
@@ -51,6 +54,7 @@ class OptimizeContext:
     # Served models whose chat format is not ``chat_format`` (several models, routed by
     # LlmOp.model): their prompts are rendered with their own format for the cache lookup.
     model_formats: tuple[tuple[str, ChatFormat], ...] = ()
+    rendered_prompts: dict[str, RenderedPrompts] | None = None
 
     def format_for(self, model: str) -> ChatFormat:
         """The chat format an LLM call on ``model`` is rendered with."""

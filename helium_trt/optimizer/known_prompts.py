@@ -2,9 +2,13 @@
 
 The prompt-result cache keys on this text and the runtime's planner encodes it, so both see
 exactly what the call will send: ``plan.prompt.render_call`` over the row's plan-time values.
+``RenderedPrompts`` carries what the cache lookup rendered to the planner, which would
+otherwise render every known prompt a second time.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass, field
 
 from helium_trt.optimizer.plan_values import RowValues
 from helium_trt.plan.chat import ChatFormat
@@ -30,6 +34,27 @@ def known_prompt(llm: LlmOp, is_chat: bool, template: Template, values: RowValue
         return None
     return render_call(False, template, {r: values.get(r) for r in refs}, None, fmt,
                        marks=marks)
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedPrompts:
+    """One LLM operator's known prompts by row (None: not computable), and what they were
+    rendered from: a reader whose operator, chat-ness, template or format differ renders its
+    own (``rows_for``)."""
+
+    llm: LlmOp
+    is_chat: bool
+    template: Template
+    fmt: ChatFormat
+    by_row: dict[int, str | None] = field(default_factory=dict)
+
+    def rows_for(self, llm: LlmOp, is_chat: bool, template: Template,
+                 fmt: ChatFormat) -> dict[int, str | None] | None:
+        """``by_row`` when rendered from exactly these, else None."""
+        if (llm is self.llm and is_chat == self.is_chat and fmt is self.fmt
+                and template == self.template):
+            return self.by_row
+        return None
 
 
 def _is_conversation(value) -> bool:
