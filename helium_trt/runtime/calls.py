@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 from helium_trt.cache.trt import common_prefix_len
 from helium_trt.errors import ResourceExhaustedError
-from helium_trt.optimizer.known_prompts import known_prompt
+from helium_trt.optimizer.known_prompts import RenderedPrompts, known_prompt
 from helium_trt.optimizer.plan_values import RowValues, row_independent_values
 from helium_trt.plan.chat import ChatFormat, mark_data, unmark
 from helium_trt.plan.graph import Plan
@@ -36,6 +36,7 @@ UNKNOWN_TEXT_TOKENS = 32  # estimate for a run-time placeholder not produced by 
 _MAX_MEMO = 65536
 # Operators whose values plan time can compute from rows (optimizer.plan_values).
 _PLAN_TIME_KINDS = (InputOp, ConstantOp, FormatOp, ConcatOp)
+_UNRENDERED = object()
 
 
 def call_id(op_id: str, row: int) -> str:
@@ -153,6 +154,7 @@ class _OpPrompt:
     may_be_known: bool  # no LLM call, tool, map or switch upstream: plan time may know it all
     unknown_from: tuple[int, ...]  # estimated tokens of template[first + i:]
     num_decode_tokens: int
+    rendered: Mapping[int, str | None]  # rows' known prompts the cache lookup rendered already
 
 
 def render_prompt(calls: PlannedCalls, op_id: str, values: Mapping[str, object], prompt_value,
@@ -164,19 +166,24 @@ def render_prompt(calls: PlannedCalls, op_id: str, values: Mapping[str, object],
 
 def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTokenizer,
                lengths: OutputLengths, model: str | None = None,
-               cancel: CancelToken | None = None) -> PlannedCalls:
+               cancel: CancelToken | None = None,
+               rendered: Mapping[str, RenderedPrompts] | None = None) -> PlannedCalls:
     """The calls of ``plan``'s LLM operators (only those on ``model`` when given: each served
     model plans its own calls with its own format and tokenizer). A set ``cancel`` stops it
-    with PlanningCancelled before the next prompt is rendered and tokenized."""
+    with PlanningCancelled before the next prompt is rendered and tokenized. ``rendered``: the
+    known prompts the optimizer's cache lookup rendered (OptimizeContext.rendered_prompts),
+    used where they were rendered from this plan's operator, template and format."""
     cancel = cancel if cancel is not None else CancelToken()
+    rendered = rendered or {}
     llm_ops = {op.id: llm for op in plan.ops
                if (llm := llm_of(op)) is not None and (model is None or llm.model == model)}
     both = {op_id: prompt_templates(plan, llm, fmt) for op_id, llm in llm_ops.items()}
     templates = {op_id: plain for op_id, (plain, _) in both.items()}
     run_time = {op.id for op in plan.ops if not isinstance(op, _PLAN_TIME_KINDS)}
     # The scheduler's static prefixes and estimates see through spliced histories and maps.
-    prompts = {op_id: _op_prompt(plan, llm, both[op_id][1], tok,
-                                 lengths, not plan.nearest_upstream(op_id, run_time))
+    prompts = {op_id: _op_prompt(plan, llm, both[op_id][1], tok, lengths,
+                                 not plan.nearest_upstream(op_id, run_time), fmt,
+                                 rendered.get(op_id))
                for op_id, llm in llm_ops.items()}
     llm_ids = set(llm_ops)
     deps = {op_id: plan.nearest_upstream(op_id, llm_ids) for op_id in llm_ids}
@@ -195,8 +202,8 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
             # Per call, not per row: one call's prompt may take a second to tokenize (1 MB).
             cancel.check("at operator %r, row %d of %d", op_id, row_index, len(rows))
             try:
-                known, num_unknown = _known_tokens(op_id, prompt, values, marks, fmt, tok,
-                                                   data_marks)
+                known, num_unknown = _known_tokens(op_id, row_index, prompt, values, marks,
+                                                   fmt, tok, data_marks)
             except ResourceExhaustedError as exc:
                 raise ResourceExhaustedError(f"operator {op_id!r}, row {row_index}: {exc}") \
                     from None
@@ -214,7 +221,8 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
 
 
 def _op_prompt(plan: Plan, llm: LlmOp, template: Template, tok: PromptTokenizer,
-               lengths: OutputLengths, may_be_known: bool) -> _OpPrompt:
+               lengths: OutputLengths, may_be_known: bool, fmt: ChatFormat,
+               rendered: RenderedPrompts | None) -> _OpPrompt:
     first = next((i for i, seg in enumerate(template) if not isinstance(seg, str)),
                  len(template))
     head_text = static_prefix(template)
@@ -223,21 +231,26 @@ def _op_prompt(plan: Plan, llm: LlmOp, template: Template, tok: PromptTokenizer,
     unknown_from = [0] * (len(rest) + 1)
     for i in range(len(rest) - 1, -1, -1):
         unknown_from[i] = unknown_from[i + 1] + _estimate(plan, rest[i], lengths, tok)
-    return _OpPrompt(llm, is_chat_prompt(plan, llm), template, head_text, head, pack(head),
+    is_chat = is_chat_prompt(plan, llm)
+    by_row = rendered.rows_for(llm, is_chat, template, fmt) if rendered is not None else None
+    return _OpPrompt(llm, is_chat, template, head_text, head, pack(head),
                      first, may_be_known, tuple(unknown_from),
-                     lengths.estimate(llm.id, llm.config.max_tokens))
+                     lengths.estimate(llm.id, llm.config.max_tokens), by_row or {})
 
 
-def _known_tokens(op_id: str, prompt: _OpPrompt, values: RowValues, marks: dict[str, str],
-                  fmt: ChatFormat, tok: PromptTokenizer,
+def _known_tokens(op_id: str, row: int, prompt: _OpPrompt, values: RowValues,
+                  marks: dict[str, str], fmt: ChatFormat, tok: PromptTokenizer,
                   data_marks: dict[str, str]) -> tuple[tuple[int, ...], int]:
     """(known tokens, estimated unknown tokens) of one row's call: the whole prompt's encoding
     when plan time knows all of it, else the stable tokens of what it knows up to the first
     placeholder without a value. ``marks`` memoizes the row's values marked as data by op id,
     ``data_marks`` the run's by text."""
-    marked = (known_prompt(prompt.llm, prompt.is_chat, prompt.template, values, fmt, op_id,
-                           data_marks)
-              if prompt.may_be_known else None)
+    marked = None
+    if prompt.may_be_known:
+        marked = prompt.rendered.get(row, _UNRENDERED)
+        if marked is _UNRENDERED:
+            marked = known_prompt(prompt.llm, prompt.is_chat, prompt.template, values, fmt,
+                                  op_id, data_marks)
     if marked is not None:
         return tok.encode_prompt(marked), 0
     text = [prompt.head_text]

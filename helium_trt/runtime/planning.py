@@ -90,16 +90,17 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
     fmt = chat_format_of(default.engines[0])
     # The plan-time result-cache lookup renders each model's prompts as that model sees them.
     formats = tuple((m, chat_format_of(models[m].engines[0])) for m in models.names[1:])
+    rendered: dict = {}  # known prompts the cache lookup renders, for plan_calls to reuse
     ctx = OptimizeContext(chat_format=fmt, patterns=RE2,
                           prompt_cache=caches.prompt_cache if options.prompt_cache else None,
-                          model_formats=formats)
+                          model_formats=formats, rendered_prompts=rendered)
     optimized = optimize(Plan(plan.ops, plan.name, tuple(rows)), ctx=ctx,
                          disabled=options.disabled_rules)
     if options.max_calls is not None:
         check_num_calls(optimized.plan, rows, options.max_calls)
     used = {llm.model for op in optimized.plan.ops if (llm := llm_of(op)) is not None}
     runs = {name: _model_run(models[name], optimized.plan, rows, options, caches, with_estimate,
-                             cancel)
+                             cancel, rendered)
             for name in models.names if name == models.default or name in used}
     first = runs[models.default]
     calls = first.calls if len(runs) == 1 else _merge_calls([r.calls for r in runs.values()])
@@ -108,13 +109,14 @@ def prepare_run(plan: Plan, rows: Sequence[dict], engines: EnginesOrModels,
 
 
 def _model_run(model: ServedModel, plan: Plan, rows: Sequence[dict], options: RunOptions,
-               caches: RuntimeCaches, with_estimate: bool, cancel: CancelToken) -> ModelRun:
+               caches: RuntimeCaches, with_estimate: bool, cancel: CancelToken,
+               rendered: dict) -> ModelRun:
     engines = model.engines
     fmt = chat_format_of(engines[0])
     static = caches.static_tokens.scope(model.name, options.cache_salt, engines[0].tokenizer)
     tok = PromptTokenizer(engines[0].tokenizer, options.max_prompt_bytes, static)
     calls = plan_calls(plan, rows, fmt, tok, caches.output_lengths, model=model.name,
-                       cancel=cancel)
+                       cancel=cancel, rendered=rendered)
     config = SchedulerConfig(
         num_workers=len(engines), batch_capacity=max(1, options.max_inflight),
         block_size=engines[0].info.block_size,

@@ -36,7 +36,7 @@ from helium_trt.runtime.events import RunError, RunStats
 from helium_trt.runtime.models import ModelSet, as_models, bind_models
 from helium_trt.runtime.patterns import RE2
 from helium_trt.runtime.planning import RuntimeCaches, chat_format_of, prepare_run
-from helium_trt.runtime.workflow import ToolCall, ToolError, run_workflow
+from helium_trt.runtime.workflow import ToolCall, ToolError, planning_executor, run_workflow
 from helium_trt.server.restarts import RestartTracker
 from helium_trt.server.run_record import RunRecord, RunTally
 from helium_trt.server.status import grpc_code
@@ -211,9 +211,10 @@ class HeliumCore:
 
     async def explain(self, request: service_pb2.ExplainRequest,
                       tenant: Tenant = DEFAULT_TENANT) -> service_pb2.ExplainResponse:
-        # Planning tokenizes every prompt it knows: a worker thread keeps the event loop free,
-        # and stops planning when the Explain is cancelled.
-        return await run_cancellable(None, self._explain, request, tenant)
+        # Planning tokenizes every prompt it knows: a thread of the planning pool keeps the event
+        # loop free (and the default executor's short jobs unqueued), and stops planning when the
+        # Explain is cancelled.
+        return await run_cancellable(planning_executor(), self._explain, request, tenant)
 
     def _explain(self, request: service_pb2.ExplainRequest, tenant: Tenant,
                  cancel: CancelToken) -> service_pb2.ExplainResponse:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from helium_trt.optimizer.base import OptimizeContext, PromptResultCache
-from helium_trt.optimizer.known_prompts import known_prompt
-from helium_trt.optimizer.plan_values import RowValues
-from helium_trt.plan.chat import ChatFormat, unmark
+from helium_trt.optimizer.known_prompts import RenderedPrompts, known_prompt
+from helium_trt.optimizer.plan_values import RowValues, row_independent_values
+from helium_trt.plan.chat import unmark
 from helium_trt.plan.graph import Plan
 from helium_trt.plan.ops import CacheFetchOp, LlmOp
 from helium_trt.plan.prompt import is_chat_prompt, llm_prompt_template
@@ -31,12 +31,18 @@ class FetchCachedResults:
         cache = ctx.prompt_cache
         if cache is None or not plan.rows:
             return plan
-        rows = [RowValues(plan, row, ctx.chat_format) for row in plan.rows]
-        fetched = {}
+        shared = row_independent_values(plan, ctx.chat_format)
+        rows = [RowValues(plan, row, ctx.chat_format, shared) for row in plan.rows]
+        fetched, marks = {}, {}
         for op in plan.ops:
             if (isinstance(op, LlmOp) and op.config.is_deterministic and not op.return_history
                     and cache.may_hold(op.model, op.config)):
-                hits = _lookup_rows(plan, op, rows, cache, ctx.format_for(op.model))
+                fmt = ctx.format_for(op.model)
+                rendered = RenderedPrompts(op, is_chat_prompt(plan, op),
+                                           llm_prompt_template(plan, op, fmt), fmt)
+                if ctx.rendered_prompts is not None:
+                    ctx.rendered_prompts[op.id] = rendered
+                hits = _lookup_rows(rendered, rows, cache, marks)
                 if hits:
                     fallback = None if len(hits) == len(rows) else op
                     fetched[op.id] = CacheFetchOp(op.id, hits=hits, fallback=fallback)
@@ -45,13 +51,14 @@ class FetchCachedResults:
         return plan.replace_ops(fetched.get(op.id, op) for op in plan.ops)
 
 
-def _lookup_rows(plan: Plan, op: LlmOp, rows: list[RowValues], cache: PromptResultCache,
-                 fmt: ChatFormat) -> tuple[tuple[int, str], ...]:
-    template = llm_prompt_template(plan, op, fmt)
-    is_chat = is_chat_prompt(plan, op)
+def _lookup_rows(rendered: RenderedPrompts, rows: list[RowValues], cache: PromptResultCache,
+                 marks: dict[str, str]) -> tuple[tuple[int, str], ...]:
+    """Rows whose prompt the cache answers; every row's prompt is kept in ``rendered``."""
+    op, fmt = rendered.llm, rendered.fmt
     hits = []
     for i, values in enumerate(rows):
-        marked = known_prompt(op, is_chat, template, values, fmt)
+        marked = rendered.by_row[i] = known_prompt(op, rendered.is_chat, rendered.template,
+                                                   values, fmt, marks=marks)
         if marked is None:
             continue
         found = cache.lookup(op.model, unmark(marked), op.config)
