@@ -19,6 +19,7 @@ from typing import Mapping
 
 import jinja2
 import jinja2.ext
+from jinja2.runtime import LoopContext
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from helium_trt.engine.embedded.model_config import MalformedModelError
@@ -143,10 +144,38 @@ def _make_dict(*args, **kwargs) -> dict:
     return dict(*args, **kwargs)
 
 
+# What ``message.<name>`` reads on a dict as an attribute (``items``, ``get``...), not a key.
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
+class _Environment(ImmutableSandboxedEnvironment):
+    """The sandbox, with a short path for the attribute reads a chat template makes per
+    message: a key of a message dict (``message.content``) and a public attribute of Jinja's
+    own loop (``loop.first``).
+
+    NOTE: both return what the sandbox's own checks return for them (a dict key the dict type
+    has no attribute for; a loop attribute without a leading underscore is neither internal
+    nor a mutating or ``str.format`` method); anything else takes those checks. They were a
+    third of a two-message render.
+    """
+
+    def getattr(self, obj, attribute):
+        kind = type(obj)
+        if kind is dict:
+            if attribute not in _DICT_ATTRIBUTES and attribute in obj:
+                return obj[attribute]
+        elif kind is LoopContext and not attribute.startswith("_"):
+            try:
+                return getattr(obj, attribute)
+            except AttributeError:
+                pass
+        return super().getattr(obj, attribute)
+
+
 @lru_cache(maxsize=1)
 def _environment() -> ImmutableSandboxedEnvironment:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                        extensions=[_GenerationBlock, jinja2.ext.loopcontrols])
+    env = _Environment(trim_blocks=True, lstrip_blocks=True,
+                       extensions=[_GenerationBlock, jinja2.ext.loopcontrols])
     env.filters["tojson"] = _tojson
     env.globals.update(raise_exception=_raise_exception, strftime_now=_strftime_now,
                        namespace=_Namespace, dict=_make_dict)
