@@ -191,9 +191,9 @@ def plan_calls(plan: Plan, rows: Sequence[dict], fmt: ChatFormat, tok: PromptTok
     hit_rows = {op.id: set(dict(op.hits)) for op in plan.ops if isinstance(op, CacheFetchOp)}
     specs: dict[str, CallSpec] = {}
     packed: dict[str, bytes] = {}
-    shared, data_marks = row_independent_values(plan, fmt), {}
+    shared, orders, data_marks = row_independent_values(plan, fmt), {}, {}
     for row_index, row in enumerate(rows):
-        values, marks = RowValues(plan, row, fmt, shared), {}
+        values, marks = RowValues(plan, row, fmt, shared, orders), {}
         suffix = call_id("", row_index)  # call_id(op_id, row) is op_id + suffix
         for op_id in llm_order:
             if row_index in hit_rows.get(op_id, ()):

@@ -56,3 +56,14 @@ def test_prompts_marked_through_one_memo_equal_prompts_marked_afresh():
     conversation = [{"role": "user", "content": ROWS[0]["q"]}]
     assert mark_conversation(conversation, CHATML, marks) == mark_conversation(conversation,
                                                                                CHATML)
+
+
+def test_rows_sharing_evaluation_orders_compute_what_fresh_rows_compute():
+    p = plan()
+    shared, orders = row_independent_values(p, CHATML), {}
+    ids = [op.id for op in p.ops]
+    for row, asked in zip(ROWS + ROWS, (ids, ids[::-1], ["p", "styled"] + ids, ["a"] + ids)):
+        values, fresh = RowValues(p, row, CHATML, shared, orders), RowValues(p, row, CHATML)
+        assert [values.get(i) for i in asked] == [fresh.get(i) for i in asked]
+    assert set(orders) == set(ids) - set(shared)
+    assert "q" in orders["p"] and "role" not in orders["p"]  # shared values are never walked

@@ -31,8 +31,8 @@ class FetchCachedResults:
         cache = ctx.prompt_cache
         if cache is None or not plan.rows:
             return plan
-        shared = row_independent_values(plan, ctx.chat_format)
-        rows = [RowValues(plan, row, ctx.chat_format, shared) for row in plan.rows]
+        shared, orders = row_independent_values(plan, ctx.chat_format), {}
+        rows = [RowValues(plan, row, ctx.chat_format, shared, orders) for row in plan.rows]
         fetched, marks = {}, {}
         for op in plan.ops:
             if (isinstance(op, LlmOp) and op.config.is_deterministic and not op.return_history
