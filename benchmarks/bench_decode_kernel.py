@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_kernels_ab import _build_rev  # noqa: E402
+from bench_kernels_ab import _build_rev, ab_ratio  # noqa: E402
 
 from helium_trt.engine.embedded import native  # noqa: E402
 
@@ -77,11 +77,9 @@ def main() -> int:
                 spent += time.thread_time() - start
             if rep:
                 times[key].append(spent / args.layers * 1e6)
-    ratios = sorted(a / b for a, b in zip(times["A"], times["B"]))
-    q = lambda f: ratios[min(len(ratios) - 1, int(f * len(ratios)))]  # noqa: E731
     print(f"decode{args.seqs}, {args.layers} layers, flush {args.flush_mb} MB: A {statistics.median(times['A']):.1f} "
-          f"us/layer  B {statistics.median(times['B']):.1f} us/layer  A/B median {statistics.median(ratios):.2f} "
-          f"(IQR {q(0.25):.2f}-{q(0.75):.2f}, {args.reps} pairs); largest |A - B| {diff:.4f}", flush=True)
+          f"us/layer  B {statistics.median(times['B']):.1f} us/layer  {ab_ratio(times)}; "
+          f"largest |A - B| {diff:.4f}", flush=True)
     return 0
 
 

@@ -83,12 +83,17 @@ def main() -> int:
                     runners[key].run(sched)
                     if rep:
                         times[key].append(time.thread_time() - start)
-        ratios = sorted(a / b for a, b in zip(times["A"], times["B"]))
-        q = lambda f: ratios[min(len(ratios) - 1, int(f * len(ratios)))]  # noqa: E731
         print(f"bfloat16 {name}: A {statistics.median(times['A']) * 1e3:.1f} ms  "
-              f"B {statistics.median(times['B']) * 1e3:.1f} ms  A/B median {statistics.median(ratios):.2f} "
-              f"(IQR {q(0.25):.2f}-{q(0.75):.2f}, {args.reps} pairs)", flush=True)
+              f"B {statistics.median(times['B']) * 1e3:.1f} ms  {ab_ratio(times)}", flush=True)
     return 0
+
+
+def ab_ratio(times: dict[str, list[float]]) -> str:
+    """The median and IQR of the per-pair ratios A/B (above 1: B faster)."""
+    ratios = sorted(a / b for a, b in zip(times["A"], times["B"]))
+    q = lambda f: ratios[min(len(ratios) - 1, int(f * len(ratios)))]  # noqa: E731
+    return (f"A/B median {statistics.median(ratios):.2f} (IQR {q(0.25):.2f}-{q(0.75):.2f}, "
+            f"{len(ratios)} pairs)")
 
 
 def _runner(model, huge: bool) -> ModelRunner:
