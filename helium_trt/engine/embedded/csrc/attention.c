@@ -93,7 +93,7 @@ PAGED_SIMD(simd_f32, float, vload_f32)
    NOTE: that rounding puts the error at about 1.3x that of rounding the exact result to bf16
    (1.0x on the float32 paths); carrying each probability as two bf16 (p = hi + lo) removed it
    but gave back two thirds of the gain on a decode step (1.04x instead of 1.12x at 8 sequences). */
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if HAVE_AVX512_BF16
 #define DOT_TILE 16   /* keys per score vector */
 #define DOT_AHEAD 96  /* keys prefetched ahead (the blocks sit anywhere); 64 to 256 within 3% */
 static const uint16_t dot_zero_row[256] __attribute__((aligned(64)));
@@ -328,7 +328,7 @@ int NAME(const T *q, const T *k_cache, const T *v_cache, const int64_t *tables, 
     return 0;                                                                                       \
 }
 #define VECPAD 16
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if HAVE_AVX512_BF16
 static int pick_bf16(const uint16_t *q, const uint16_t *keys, const uint16_t *values, const int64_t *table,
                      int64_t len, int64_t group, int64_t block_size, int64_t dim, float scale, float *scores,
                      float *acc, float *qf, float *out) {
@@ -354,7 +354,7 @@ PAGED_DECODE(paged_decode_f32, float, store_f32, simd_f32, scalar_f32)
    the output accumulated in float32. Key blocks past a row block's last position are never
    computed. Returns 2 where the CPU or the shape is not supported (the caller keeps torch's
    path), 1 when out of memory. */
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if HAVE_AVX512_BF16
 #define PF_R 8      /* query rows per block */
 #define PF_KB 128   /* keys per online-softmax step: eight tiles of 16 */
 
@@ -510,7 +510,7 @@ int paged_prefill_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16_
                        const int64_t *table, int64_t context_len, int64_t n, int64_t num_heads,
                        int64_t num_kv_heads, int64_t num_blocks, int64_t block_size, int64_t dim,
                        float scale, uint16_t *out) {
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if HAVE_AVX512_BF16
     if (dim % 16 != 0 || dim > 256 || n <= 0 || n > context_len) return 2;
     int64_t group = num_heads / num_kv_heads, first = context_len - n, pairs = dim / 2;
     int64_t padded = (context_len + PF_KB - 1) / PF_KB * PF_KB;
@@ -555,10 +555,4 @@ int paged_prefill_bf16(const uint16_t *q, const uint16_t *k_cache, const uint16_
 }
 
 /* 1 where this build has the bf16 prefill kernel (AVX512-BF16), else 0 */
-int paged_prefill_supported(void) {
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
-    return 1;
-#else
-    return 0;
-#endif
-}
+int paged_prefill_supported(void) { return HAVE_AVX512_BF16; }

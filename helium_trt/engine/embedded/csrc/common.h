@@ -9,6 +9,12 @@
 #ifdef __AVX512F__
 #include <immintrin.h>
 #endif
+/* 1 where this build has AVX-512 with BF16 (dot products, conversions): the bf16 kernels */
+#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#define HAVE_AVX512_BF16 1
+#else
+#define HAVE_AVX512_BF16 0
+#endif
 
 static inline float load_bf16(uint16_t x) { uint32_t u = (uint32_t)x << 16; float f; memcpy(&f, &u, 4); return f; }
 static inline uint16_t store_bf16(float f) {

@@ -4,7 +4,7 @@
    over its rows (torch runs each as several ops, every one reading and writing the whole batch
    and rounding to bf16 in between). Without AVX512-BF16 the functions return 2 and the model
    keeps torch's ops. */
-#if defined(__AVX512F__) && defined(__AVX512BF16__)
+#if HAVE_AVX512_BF16
 static inline void vstore_bf16(uint16_t *p, __m512 x) { _mm256_storeu_si256((__m256i *)p, (__m256i)_mm512_cvtneps_pbh(x)); }
 /* the first `count` (<= 16) lanes only */
 static inline __m512 vload_bf16_part(const uint16_t *p, int64_t count) {
@@ -14,9 +14,6 @@ static inline __m512 vload_bf16_part(const uint16_t *p, int64_t count) {
 static inline void vstore_bf16_part(uint16_t *p, __m512 x, int64_t count) {
     _mm256_mask_storeu_epi16(p, (__mmask16)((1u << count) - 1), (__m256i)_mm512_cvtneps_pbh(x));
 }
-#define FUSED_OK 1
-#else
-#define FUSED_OK 0
 #endif
 
 /* hidden += residual (rounded to bf16, as torch's add), then
@@ -24,7 +21,7 @@ static inline void vstore_bf16_part(uint16_t *p, __m512 x, int64_t count) {
    residual may be NULL (the first layer's norm). */
 int add_rms_norm_bf16(uint16_t *hidden, const uint16_t *residual, const uint16_t *weight,
                       int64_t rows, int64_t size, float eps, uint16_t *out) {
-#if FUSED_OK
+#if HAVE_AVX512_BF16
     if (size % 16 != 0) return 2;
     for (int64_t r = 0; r < rows; r++) {
         uint16_t *h = hidden + r * size;
@@ -50,7 +47,7 @@ int add_rms_norm_bf16(uint16_t *hidden, const uint16_t *residual, const uint16_t
 
 /* out[r, i] = silu(gate_up[r, i]) * gate_up[r, inter + i], inter a multiple of 16 */
 int silu_mul_bf16(const uint16_t *gate_up, int64_t rows, int64_t inter, uint16_t *out) {
-#if FUSED_OK
+#if HAVE_AVX512_BF16
     if (inter % 16 != 0) return 2;
     const __m512 one = _mm512_set1_ps(1.0f);
     for (int64_t r = 0; r < rows; r++) {
@@ -74,7 +71,7 @@ int silu_mul_bf16(const uint16_t *gate_up, int64_t rows, int64_t inter, uint16_t
 int rope_store_bf16(const uint16_t *qkv, int64_t n, const int64_t *positions, const uint16_t *cos,
                     const uint16_t *sin, const int64_t *slots, int64_t num_heads, int64_t num_kv_heads,
                     int64_t dim, uint16_t *k_cache, uint16_t *v_cache, int64_t pool_slots, uint16_t *q_out) {
-#if FUSED_OK
+#if HAVE_AVX512_BF16
     if (dim % 2 != 0) return 2;
     int64_t half = dim / 2, width = (num_heads + 2 * num_kv_heads) * dim;
     for (int64_t t = 0; t < n; t++) {
@@ -106,4 +103,4 @@ int rope_store_bf16(const uint16_t *qkv, int64_t n, const int64_t *positions, co
 }
 
 /* 1 where this build has the fused bf16 kernels, else 0 */
-int fused_supported(void) { return FUSED_OK; }
+int fused_supported(void) { return HAVE_AVX512_BF16; }
